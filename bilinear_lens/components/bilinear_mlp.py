@@ -1,0 +1,94 @@
+"""The bilinear MLP block: a gated linear unit without the nonlinearity.
+
+    pre        = x @ W_gate + b_gate                       [batch, pos, d_mlp]
+    pre_linear = x @ W_in   + b_in                         [batch, pos, d_mlp]
+    post       = pre * pre_linear                          [batch, pos, d_mlp]
+    out        = post @ W_out + b_out                      [batch, pos, d_model]
+
+Parameter names and shapes are TransformerLens' own (``GatedMLP``): ``W_in``/``W_gate``
+``[d_model, d_mlp]``, ``W_out`` ``[d_mlp, d_model]``, plus ``b_gate``. Unlike ``GatedMLP``, both
+branch biases are added *before* the product, which is what TransformerLens' LayerNorm folding
+assumes, so ``fold_ln`` is exact for bilinear models. With Hugging Face Llama names:
+``W_gate = gate_proj.weight.T``, ``W_in = up_proj.weight.T``, ``W_out = down_proj.weight.T``.
+
+Hook points (names read like paths, ``blocks.{L}.mlp.hook_*``):
+
+* ``hook_in``: the MLP's own input ``x`` (after ``ln2`` and its weight), the vector every
+  decomposition refers to.
+* ``hook_pre`` (gate branch), ``hook_pre_linear`` (other branch), ``hook_post`` (their product).
+* ``hook_eig``: eigenvector activations ``lambda_i (v_i . x)^2`` ``[batch, pos, n, k]``; fires only
+  while an eigendecomposition is attached (see :mod:`bilinear_lens.hooks`). Editing it changes
+  the MLP output by the matching change along the attached output directions.
+
+The module depends only on a config exposing ``d_model``, ``d_mlp`` and ``dtype`` (a
+``HookedTransformerConfig`` or a dict), so the same block serves transformers, the image
+classifiers and a future TransformerBridge component.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from jaxtyping import Float
+from transformer_lens.components.mlps.can_be_used_as_mlp import CanBeUsedAsMLP
+from transformer_lens.config.hooked_transformer_config import HookedTransformerConfig
+from transformer_lens.hook_points import HookPoint
+
+BILINEAR_ACT_FNS = ("bilinear", "linear")
+"""``act_fn`` names that mean "no nonlinearity" (``linear`` is Hugging Face's name)."""
+
+
+def is_bilinear_act_fn(act_fn: Optional[str]) -> bool:
+    """True when ``act_fn`` names the identity gate of a bilinear GLU."""
+    return act_fn is not None and act_fn.lower() in BILINEAR_ACT_FNS
+
+
+class BilinearMLP(CanBeUsedAsMLP):
+    """``out = W_out^T ((W_gate^T x + b_gate) * (W_in^T x + b_in)) + b_out``.
+
+    Shapes: ``x`` ``[..., d_model]`` -> ``[..., d_model]``; ``W_in, W_gate`` ``[d_model, d_mlp]``;
+    ``W_out`` ``[d_mlp, d_model]``; ``b_in, b_gate`` ``[d_mlp]``; ``b_out`` ``[d_model]``.
+    """
+
+    eigen: Optional["AttachedEigen"]  # noqa: F821 - set by bilinear_lens.hooks
+
+    def __init__(self, cfg: Union[Dict, HookedTransformerConfig]):
+        super().__init__(cfg)
+        d_model, d_mlp, dtype = self.cfg.d_model, self.d_mlp, self.cfg.dtype
+        self.act_fn = nn.Identity()
+        self.W_in = nn.Parameter(torch.empty(d_model, d_mlp, dtype=dtype))
+        self.W_gate = nn.Parameter(torch.empty(d_model, d_mlp, dtype=dtype))
+        self.W_out = nn.Parameter(torch.empty(d_mlp, d_model, dtype=dtype))
+        self.b_in = nn.Parameter(torch.zeros(d_mlp, dtype=dtype))
+        self.b_gate = nn.Parameter(torch.zeros(d_mlp, dtype=dtype))
+        self.b_out = nn.Parameter(torch.zeros(d_model, dtype=dtype))
+
+        self.hook_in = HookPoint()  # [batch, pos, d_model]
+        self.hook_pre = HookPoint()  # [batch, pos, d_mlp]
+        self.hook_pre_linear = HookPoint()  # [batch, pos, d_mlp]
+        self.hook_post = HookPoint()  # [batch, pos, d_mlp]
+        self.hook_eig = HookPoint()  # [batch, pos, n_directions, k]
+        self.eigen = None
+
+    @property
+    def has_bias(self) -> bool:
+        """True when a branch bias is non-zero (then decompositions use ``[x, 1]``)."""
+        return bool(self.b_in.detach().abs().max() > 0 or self.b_gate.detach().abs().max() > 0)
+
+    def forward(
+        self, x: Float[torch.Tensor, "... d_model"]
+    ) -> Float[torch.Tensor, "... d_model"]:
+        if self.W_gate.device != x.device:
+            x = x.to(self.W_gate.device)
+        x = self.hook_in(x)
+        # F.linear with contiguous transposes matches HF's nn.Linear layout (and its rounding).
+        pre = self.hook_pre(F.linear(x, self.W_gate.T.contiguous(), self.b_gate))
+        pre_linear = self.hook_pre_linear(F.linear(x, self.W_in.T.contiguous(), self.b_in))
+        post = self.hook_post(pre * pre_linear)
+        out = F.linear(post, self.W_out.T.contiguous(), self.b_out)
+        if self.eigen is not None:
+            out = out + self.eigen.edit(x, self.hook_eig)
+        return out
