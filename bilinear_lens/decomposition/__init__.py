@@ -1,0 +1,1 @@
+"""Weight-based decomposition of bilinear layers: interaction matrices, eigen, HOSVD, trees."""
