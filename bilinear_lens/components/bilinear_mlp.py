@@ -73,6 +73,24 @@ class BilinearMLP(CanBeUsedAsMLP):
         self.hook_eig = HookPoint()  # [batch, pos, n_directions, k]
         self.eigen = None
 
+    @classmethod
+    def from_dims(cls, d_model: int, d_mlp: int, dtype: torch.dtype = torch.float32) -> "BilinearMLP":
+        """A stand-alone block (outside a transformer), initialised like ``nn.Linear``."""
+        cfg = HookedTransformerConfig(n_layers=1, d_model=d_model, d_mlp=d_mlp, n_ctx=1, d_head=1,
+                                      act_fn="bilinear", gated_mlp=True, dtype=dtype)
+        mlp = cls(cfg)
+        mlp.reset_parameters()
+        return mlp
+
+    def reset_parameters(self) -> None:
+        """``nn.Linear``'s default init: weights ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, biases 0."""
+        with torch.no_grad():
+            for w, fan_in in ((self.W_in, self.cfg.d_model), (self.W_gate, self.cfg.d_model),
+                              (self.W_out, self.d_mlp)):
+                w.uniform_(-fan_in**-0.5, fan_in**-0.5)
+            for b in (self.b_in, self.b_gate, self.b_out):
+                b.zero_()
+
     @property
     def has_bias(self) -> bool:
         """True when a branch bias is non-zero (then decompositions use ``[x, 1]``)."""
