@@ -14,7 +14,8 @@ from typing import List, Optional
 
 COMMAND_MODULES = (
     "bilinear_lens.image.cli",  # mnist
-    "bilinear_lens.language.cli",  # train-lm, train-sae, compare
+    "bilinear_lens.language.cli",  # train-lm
+    "bilinear_lens.sae.cli",  # train-sae, compare
     "bilinear_lens.convert.cli",  # convert
 )
 
