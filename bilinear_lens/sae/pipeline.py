@@ -1,0 +1,203 @@
+"""``compare``: run the four analyses of :mod:`bilinear_lens.sae.compare` and write the report.
+
+Output folder (written atomically): ``metrics.json``, ``index.html`` and the PNG figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from bilinear_lens.sae import figures
+from bilinear_lens.sae.compare import (DEFAULT_KS, check_sae, collect_activations, feature_interactions,
+                                       interaction_summary, lowrank_correlation, match_eigenvectors,
+                                       top_contexts)
+from bilinear_lens.sae.evals import read_evals, write_json
+
+
+@dataclass
+class CompareConfig:
+    """Settings of ``compare``. ``feature``: the output feature shown side by side (default: the
+    qualifying feature with the largest top-2 ``|lambda|``); ``token``: also decompose the output
+    direction of this token (``W_U[:, t] - mean_t' W_U[:, t']``)."""
+
+    layer: int
+    ks: Sequence[int] = DEFAULT_KS
+    min_active: int = 10
+    n_show: int = 4
+    top_interactions: int = 15
+    n_eig: int = 6
+    n_align: int = 3
+    n_contexts: int = 5
+    feature: Optional[int] = None
+    token: Optional[str] = None
+    batch_size: int = 16
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+def _decode(tokenizer: Any, ids: List[int]) -> List[str]:
+    if tokenizer is None:
+        return [f"<{i}>" for i in ids]
+    return [tokenizer.decode([i]) for i in ids]
+
+
+def _contexts(scores: Tensor, acts: Any, tokenizer: Any, n: int) -> List[Dict[str, Any]]:
+    found = top_contexts(scores, acts, n=n)
+    for c in found:
+        c["text"] = _decode(tokenizer, c.pop("tokens"))
+    return found
+
+
+def token_direction(model: Any, tokenizer: Any, token: str) -> Tensor:
+    """``W_U[:, t] - mean(W_U, 1)`` for the single token ``token`` (clear error if it is several)."""
+    if tokenizer is None:
+        raise ValueError("--token needs a model with a tokenizer.")
+    ids = tokenizer(token, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ValueError(f"token {token!r} is {len(ids)} tokens {ids}; pass a single token (e.g. ' happy').")
+    W_U = model.W_U.detach().float()
+    return W_U[:, ids[0]] - W_U.mean(1)
+
+
+def _side_by_side(model: Any, layer: int, u: Tensor, title: str, acts: Any, sae_in: Any, cfg: CompareConfig,
+                  tokenizer: Any, feature: Optional[int]) -> Dict[str, Any]:
+    """Top eigenvectors of ``Q(u)``, the input-SAE features each aligns with, and top contexts."""
+    from bilinear_lens import eigendecompose
+
+    eig = eigendecompose(model, layer, u, k=cfg.n_eig, method="dense")
+    eact = eig.activations(acts.x)[:, 0, :]  # [M, n_eig]
+    D = torch.nn.functional.normalize(sae_in.W_dec.detach().float(), dim=-1)
+    cos = eig.vectors[0].float()[:, :D.shape[1]] @ D.T  # [n_eig, d_sae_in]
+    item: Dict[str, Any] = {"title": title, "feature": feature, "eigenvectors": []}
+    if feature is not None:
+        item["contexts"] = _contexts(acts.z_out[:, feature], acts, tokenizer, cfg.n_contexts)
+    for i in range(eig.k):
+        lam = float(eig.values[0, i])
+        sign = 1.0 if lam >= 0 else -1.0
+        best = cos[i].abs().argsort(descending=True)[:cfg.n_align]
+        item["eigenvectors"].append({
+            "rank": i + 1, "eigenvalue": lam,
+            "contexts": _contexts(sign * eact[:, i], acts, tokenizer, cfg.n_contexts),
+            "aligned": [{"feature": int(b), "cos": float(cos[i, b]),
+                         "contexts": _contexts(acts.z_in[:, b], acts, tokenizer, 3)} for b in best],
+        })
+    return item
+
+
+def run_compare(model: Any, sae_in: Any, sae_out: Any, tokens: Int[Tensor, "n_rows context"],
+                out: Union[str, Path], cfg: CompareConfig, tokenizer: Any = None,
+                info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Compute every analysis on ``tokens``, write ``out/{metrics.json, index.html, *.png}``; return metrics."""
+    from bilinear_lens.checkpoints import atomic_dir
+    from bilinear_lens.sae.report import write_report
+
+    L = cfg.layer
+    check_sae(model, L, sae_in, "in")
+    check_sae(model, L, sae_out, "out")
+    bos = getattr(tokenizer, "bos_token_id", None)
+    acts = collect_activations(model, L, tokens, sae_in, sae_out, cfg.batch_size, bos)
+    W_enc = sae_out.W_enc.detach().float()  # [d_model, d_sae_out]
+    lr = lowrank_correlation(model, L, W_enc.T, acts.x, acts.z_out, cfg.ks, cfg.min_active)
+    if len(lr.features) == 0:
+        raise ValueError(f"no output-SAE feature is active on more than {cfg.min_active} of the "
+                         f"{len(acts.x)} tokens; use more data (--rows) or a trained SAE.")
+    summary = lr.summary()
+    strength = lr.values[:, :2].abs().sum(1)
+    shown = lr.features[strength.argsort(descending=True)[:cfg.n_show]].tolist()
+    if cfg.feature is not None:
+        if not 0 <= cfg.feature < W_enc.shape[1]:
+            raise ValueError(f"--feature {cfg.feature} is not an output-SAE feature (0..{W_enc.shape[1] - 1}).")
+        shown = [cfg.feature] + [f for f in shown if f != cfg.feature][:cfg.n_show - 1]
+    pos_of = {int(f): i for i, f in enumerate(lr.features)}
+
+    metrics: Dict[str, Any] = dict(info or {})
+    metrics.update({"layer": L, "n_tokens": int(len(acts.x)), "n_rows": int(tokens.shape[0]),
+                    "context": int(tokens.shape[1]), "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
+                    "sae": metrics.get("sae", {}), "lowrank_correlation": summary})
+    with atomic_dir(out) as tmp:
+        figs: Dict[str, str] = {}
+        frac = summary["frac_above_0.75"]
+        figures.lowrank_curve(lr.ks, summary["mean"], frac, tmp / "lowrank_curve.png")
+        figures.lowrank_hist(lr.corr.numpy(), lr.ks, tmp / "lowrank_hist.png")
+        figs["lowrank"] = ["lowrank_curve.png", "lowrank_hist.png"]
+
+        # 1. feature interaction matrices in SAE bases
+        self_abs, cross_abs, cross_std, self_top = [], [], [], []
+        for part in lr.features.split(32):
+            for Q_lat in feature_interactions(model, L, sae_in, W_enc.T[part]):
+                s = interaction_summary(Q_lat, cfg.top_interactions)
+                self_abs.append(s["self_abs_mean"]); cross_abs.append(s["cross_abs_mean"])
+                cross_std.append(s["cross_std"]); self_top.append(s["self_share_of_top"])
+        shown_items = []
+        for f, Q_lat in zip(shown, feature_interactions(model, L, sae_in, W_enc.T[shown])):
+            s = interaction_summary(Q_lat, cfg.top_interactions)
+            labels = sorted({t["b"] for t in s["top"]} | {t["c"] for t in s["top"]})[:20]
+            sub = Q_lat[labels][:, labels].numpy()
+            vals = lr.values[pos_of[f]].numpy() if f in pos_of else \
+                _values_for(model, L, W_enc.T[f], max(lr.ks))
+            name = f"interactions_{f}.png"
+            figures.interaction_heatmap(sub, labels, vals, f"output feature {f}", tmp / name)
+            s.update({"feature": f, "figure": name, "eigenvalues_top8": [float(v) for v in vals[:8]],
+                      "lowrank_corr": lr.corr[pos_of[f]].tolist() if f in pos_of else None})
+            shown_items.append(s)
+        metrics["interactions"] = {
+            "features": shown_items,
+            "all_features": {"self_abs_mean": _mean(self_abs), "cross_abs_mean": _mean(cross_abs),
+                             "cross_std": _mean(cross_std), "self_share_of_top": _mean(self_top)},
+        }
+
+        # 3. eigenvectors matched to input-SAE decoder directions
+        n_keep = lr.vectors.shape[1]
+        match = match_eigenvectors(lr.vectors.reshape(-1, lr.vectors.shape[-1]), sae_in.W_dec)
+        eig_max = match["eigen"]["max_cos"].reshape(-1, n_keep)
+        rnd_max = match["random"]["max_cos"]
+        figures.matching_hist(eig_max[:, 0].numpy(), rnd_max.reshape(-1, n_keep)[:, 0].numpy(), tmp / "matching.png")
+        metrics["matching"] = {
+            "n_eigenvectors": int(eig_max.numel()), "d_sae_in": int(sae_in.W_dec.shape[0]),
+            "mean_max_cos_by_rank": eig_max.mean(0).tolist(),
+            "mean_max_cos": match["eigen"]["mean_max_cos"],
+            "random_mean_max_cos": match["random"]["mean_max_cos"],
+            "hungarian_mean_cos": match["eigen"]["hungarian_mean"],
+            "random_hungarian_mean_cos": match["random"]["hungarian_mean"],
+            "frac_top1_above_0.5": float((eig_max[:, 0] > 0.5).float().mean()),
+            "figure": "matching.png",
+        }
+
+        # 4. side by side
+        sbs = [_side_by_side(model, L, W_enc.T[shown[0]], f"output feature {shown[0]}", acts, sae_in, cfg,
+                             tokenizer, shown[0])]
+        if cfg.token is not None:
+            sbs.append(_side_by_side(model, L, token_direction(model, tokenizer, cfg.token),
+                                     f"token direction {cfg.token!r}", acts, sae_in, cfg, tokenizer, None))
+        metrics["side_by_side"] = sbs
+        metrics["figures"] = figs
+        write_json(tmp / "metrics.json", metrics)
+        write_report(tmp / "index.html", metrics)
+    return metrics
+
+
+def _values_for(model: Any, layer: int, u: Tensor, k: int):
+    from bilinear_lens import eigendecompose
+
+    eig = eigendecompose(model, layer, u, k=min(k, model.cfg.d_model), method="dense")
+    return eig.values[0].float().numpy()
+
+
+def _mean(xs: List[float]) -> float:
+    xs = [x for x in xs if x == x]
+    return float(sum(xs) / len(xs)) if xs else float("nan")
+
+
+def sae_info(sae_in_dir: Union[str, Path], sae_out_dir: Union[str, Path]) -> Dict[str, Any]:
+    """``{"sae": {"in": evals, "out": evals}}`` from the SAE folders' ``evals.json`` (without raw metrics)."""
+    out = {}
+    for side, d in (("in", sae_in_dir), ("out", sae_out_dir)):
+        ev = read_evals(d)
+        ev.pop("sae_lens", None)
+        out[side] = {"path": str(d), **ev}
+    return {"sae": out}
