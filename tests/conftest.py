@@ -51,3 +51,58 @@ def tiny_bilinear():
 
     torch.manual_seed(0)
     return HookedTransformer(tiny_cfg()).eval()
+
+
+def make_tokenizer(vocab_size: int, path=None):
+    """A tiny offline word-level HF tokenizer: ``<unk>=0, <s>=1, </s>=2``, words ``w3 .. w{V-1}``.
+
+    Saved to ``path`` (a temporary folder by default) and loaded back, as TransformerLens reloads
+    tokenizers by their ``name_or_path``.
+    """
+    import tempfile
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i for i in range(3, vocab_size)}}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>",
+                                   eos_token="</s>", pad_token="</s>")
+    path = str(path or tempfile.mkdtemp(prefix="tok-"))
+    fast.save_pretrained(path)
+    return AutoTokenizer.from_pretrained(path)
+
+
+def make_llama_dir(path, hidden_act="linear", mlp_bias=False, n_kv=2, vocab=101, seed=0,
+                   tokenizer=True, **overrides):
+    """Save a random HF ``LlamaForCausalLM`` (non-trivial RMSNorm weights, random biases) to ``path``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    kw = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+              num_attention_heads=4, num_key_value_heads=n_kv, hidden_act=hidden_act,
+              mlp_bias=mlp_bias, max_position_embeddings=64, tie_word_embeddings=False)
+    kw.update(overrides)
+    hf = LlamaForCausalLM(LlamaConfig(**kw)).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if "norm" in name:
+                p.copy_(1 + 0.3 * torch.randn_like(p))
+            elif "bias" in name:
+                p.normal_(0, 0.1)
+    hf.save_pretrained(str(path))
+    if tokenizer:
+        make_tokenizer(vocab, path)
+    return hf
+
+
+@pytest.fixture
+def llama_dir(tmp_path):
+    """Factory: ``llama_dir(name, **kw) -> (path, hf_model)`` for a random Llama folder."""
+
+    def make(name="bilinear-llama", **kw):
+        path = tmp_path / name
+        return path, make_llama_dir(path, **kw)
+
+    return make

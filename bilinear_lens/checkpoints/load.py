@@ -120,7 +120,9 @@ def convert_hf_model_config(original: Callable, model_name: str, **kwargs: Any) 
         return llama_cfg_dict(model_name, config)
     try:
         return original(model_name, **kwargs)
-    except NotImplementedError as err:
+    except (NotImplementedError, ValueError, KeyError) as err:
+        # NotImplementedError: TransformerLens has no branch for it; ValueError/KeyError:
+        # transformers does not know the model_type at all.
         raise unsupported_architecture(path, config) from err
 
 
