@@ -25,8 +25,8 @@ from bilinear_lens.decomposition.weights import BilinearWeights, bilinear_weight
 
 
 def as_directions(directions: Tensor, d_model: int) -> Float[Tensor, "n d_model"]:
-    """``[d_model]`` or ``[n, d_model]`` -> ``[n, d_model]``, with a clear error for wrong widths."""
-    directions = torch.as_tensor(directions)
+    """``[d_model]`` or ``[n, d_model]`` -> detached ``[n, d_model]``; a clear error for wrong widths."""
+    directions = torch.as_tensor(directions).detach()
     if directions.ndim == 1:
         directions = directions[None]
     if directions.ndim != 2 or directions.shape[-1] != d_model:
@@ -58,10 +58,15 @@ def interaction_matvec(
 
     ``x`` holds ``b`` vectors per direction; ``s = W_out u`` from :func:`output_scales`.
     """
-    g = torch.matmul(weights.W_gate.T, x)  # [n, d_mlp, b]
-    h = torch.matmul(weights.W_in.T, x)
-    sv = s.unsqueeze(-1)
-    return 0.5 * (torch.matmul(weights.W_in, sv * g) + torch.matmul(weights.W_gate, sv * h))
+    n, d, b = x.shape
+    # One GEMM over all n * b vectors against the shared weights (a broadcast matmul would
+    # materialise n copies of the weights: ~35x slower at TinyLlama size).
+    X = x.permute(1, 0, 2).reshape(d, n * b)  # [d, n*b]
+    S = s.T.unsqueeze(-1).expand(-1, n, b).reshape(-1, n * b)  # [d_mlp, n*b]
+    g = S * (weights.W_gate.T @ X)  # [d_mlp, n*b]
+    h = S * (weights.W_in.T @ X)
+    y = 0.5 * (weights.W_in @ g + weights.W_gate @ h)  # [d, n*b]
+    return y.reshape(d, n, b).permute(1, 0, 2)
 
 
 def interaction_matrices(
