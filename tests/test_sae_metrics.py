@@ -128,3 +128,19 @@ def test_bad_sae_rejected(tiny_bilinear, d_in, hook, side, message):
 def test_good_saes_accepted(tiny_bilinear):
     check_sae(tiny_bilinear, LAYER, make_sae(32, 64, "blocks.1.mlp.hook_in"), "in")
     check_sae(tiny_bilinear, LAYER, make_sae(32, 64, "blocks.1.hook_mlp_out"), "out")
+
+
+def test_interaction_stats_batched_matches_summary():
+    from bilinear_lens.sae.compare import interaction_stats
+
+    torch.manual_seed(0)
+    A = torch.randn(3, 7, 7)
+    Q = A + A.transpose(1, 2)
+    stats = interaction_stats(Q, top=5)
+    for j in range(3):
+        iu = torch.triu_indices(7, 7, offset=1)
+        cross = 2 * Q[j][iu[0], iu[1]]
+        assert float(stats["cross_abs_mean"][j]) == pytest.approx(float(cross.abs().mean()), rel=1e-5)
+        assert float(stats["cross_std"][j]) == pytest.approx(float(cross.std(unbiased=False)), rel=1e-4)
+        s = interaction_summary(Q[j], top=5)
+        assert s["self_share_of_top"] == pytest.approx(sum(t["kind"] == "self" for t in s["top"]) / 5)

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from bilinear_lens.sae import figures
 from bilinear_lens.sae.compare import (DEFAULT_KS, check_sae, collect_activations, feature_interactions,
-                                       interaction_summary, lowrank_correlation, match_eigenvectors,
+                                       interaction_stats, interaction_summary, lowrank_correlation, match_eigenvectors,
                                        top_contexts)
 from bilinear_lens.sae.evals import read_evals, write_json
 
@@ -127,12 +127,11 @@ def run_compare(model: Any, sae_in: Any, sae_out: Any, tokens: Int[Tensor, "n_ro
         figs["lowrank"] = ["lowrank_curve.png", "lowrank_hist.png"]
 
         # 1. feature interaction matrices in SAE bases
-        self_abs, cross_abs, cross_std, self_top = [], [], [], []
+        stats: Dict[str, List[float]] = {}
         for part in lr.features.split(32):
-            for Q_lat in feature_interactions(model, L, sae_in, W_enc.T[part]):
-                s = interaction_summary(Q_lat, cfg.top_interactions)
-                self_abs.append(s["self_abs_mean"]); cross_abs.append(s["cross_abs_mean"])
-                cross_std.append(s["cross_std"]); self_top.append(s["self_share_of_top"])
+            for key, v in interaction_stats(feature_interactions(model, L, sae_in, W_enc.T[part]),
+                                            cfg.top_interactions).items():
+                stats.setdefault(key, []).extend(v.tolist())
         shown_items = []
         for f, Q_lat in zip(shown, feature_interactions(model, L, sae_in, W_enc.T[shown])):
             s = interaction_summary(Q_lat, cfg.top_interactions)
@@ -147,8 +146,7 @@ def run_compare(model: Any, sae_in: Any, sae_out: Any, tokens: Int[Tensor, "n_ro
             shown_items.append(s)
         metrics["interactions"] = {
             "features": shown_items,
-            "all_features": {"self_abs_mean": _mean(self_abs), "cross_abs_mean": _mean(cross_abs),
-                             "cross_std": _mean(cross_std), "self_share_of_top": _mean(self_top)},
+            "all_features": {key: _mean(v) for key, v in stats.items()},
         }
 
         # 3. eigenvectors matched to input-SAE decoder directions
