@@ -20,21 +20,22 @@ Hook points (names read like paths, ``blocks.{L}.mlp.hook_*``):
   while an eigendecomposition is attached (see :mod:`bilinear_lens.hooks`). Editing it changes
   the MLP output by the matching change along the attached output directions.
 
-The module depends only on a config exposing ``d_model``, ``d_mlp`` and ``dtype`` (a
-``HookedTransformerConfig`` or a dict), so the same block serves transformers, the image
-classifiers and a future TransformerBridge component.
+The module depends only on ``torch`` and TransformerLens' ``HookPoint`` (kept in TransformerLens 4)
+and on a config exposing ``d_model``, ``d_mlp`` and ``dtype`` (a ``HookedTransformerConfig``, a
+:class:`BilinearConfig` or a dict), so the same block serves HookedTransformer, the image
+classifiers and a future TransformerBridge component. Like every TransformerLens MLP it has
+``cfg``, ``d_mlp`` and ``act_fn`` attributes.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Union
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from jaxtyping import Float
-from transformer_lens.components.mlps.can_be_used_as_mlp import CanBeUsedAsMLP
-from transformer_lens.config.hooked_transformer_config import HookedTransformerConfig
 from transformer_lens.hook_points import HookPoint
 
 BILINEAR_ACT_FNS = ("bilinear", "linear")
@@ -46,7 +47,24 @@ def is_bilinear_act_fn(act_fn: Optional[str]) -> bool:
     return act_fn is not None and act_fn.lower() in BILINEAR_ACT_FNS
 
 
-class BilinearMLP(CanBeUsedAsMLP):
+@dataclass
+class BilinearConfig:
+    """The only configuration a :class:`BilinearMLP` reads."""
+
+    d_model: int
+    d_mlp: int
+    dtype: torch.dtype = torch.float32
+
+
+def _as_config(cfg: Union[Dict[str, Any], Any]) -> Any:
+    if isinstance(cfg, dict):
+        return BilinearConfig(cfg["d_model"], cfg["d_mlp"], cfg.get("dtype", torch.float32))
+    if getattr(cfg, "d_mlp", None) is None:
+        raise ValueError("d_mlp must be set to build a BilinearMLP")
+    return cfg
+
+
+class BilinearMLP(nn.Module):
     """``out = W_out^T ((W_gate^T x + b_gate) * (W_in^T x + b_in)) + b_out``.
 
     Shapes: ``x`` ``[..., d_model]`` -> ``[..., d_model]``; ``W_in, W_gate`` ``[d_model, d_mlp]``;
@@ -55,8 +73,10 @@ class BilinearMLP(CanBeUsedAsMLP):
 
     eigen: Optional["AttachedEigen"]  # noqa: F821 - set by bilinear_lens.hooks
 
-    def __init__(self, cfg: Union[Dict, HookedTransformerConfig]):
-        super().__init__(cfg)
+    def __init__(self, cfg: Union[Dict[str, Any], Any]):
+        super().__init__()
+        self.cfg = _as_config(cfg)
+        self.d_mlp = self.cfg.d_mlp
         d_model, d_mlp, dtype = self.cfg.d_model, self.d_mlp, self.cfg.dtype
         self.act_fn = nn.Identity()
         self.W_in = nn.Parameter(torch.empty(d_model, d_mlp, dtype=dtype))
@@ -76,9 +96,7 @@ class BilinearMLP(CanBeUsedAsMLP):
     @classmethod
     def from_dims(cls, d_model: int, d_mlp: int, dtype: torch.dtype = torch.float32) -> "BilinearMLP":
         """A stand-alone block (outside a transformer), initialised like ``nn.Linear``."""
-        cfg = HookedTransformerConfig(n_layers=1, d_model=d_model, d_mlp=d_mlp, n_ctx=1, d_head=1,
-                                      act_fn="bilinear", gated_mlp=True, dtype=dtype)
-        mlp = cls(cfg)
+        mlp = cls(BilinearConfig(d_model, d_mlp, dtype))
         mlp.reset_parameters()
         return mlp
 
