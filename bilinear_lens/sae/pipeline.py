@@ -5,6 +5,8 @@ Output folder (written atomically): ``metrics.json``, ``index.html`` and the PNG
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -92,8 +94,11 @@ def _side_by_side(model: Any, layer: int, u: Tensor, title: str, acts: Any, sae_
 def run_compare(model: Any, sae_in: Any, sae_out: Any, tokens: Int[Tensor, "n_rows context"],
                 out: Union[str, Path], cfg: CompareConfig, tokenizer: Any = None,
                 info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Compute every analysis on ``tokens``, write ``out/{metrics.json, index.html, *.png}``; return metrics."""
-    from bilinear_lens.checkpoints import atomic_dir
+    """Compute every analysis on ``tokens``, write ``out/{metrics.json, index.html, *.png}``; return metrics.
+
+    Files are written in a temporary folder and then moved into ``out`` one by one (``os.replace``),
+    ``index.html`` last; other files already in ``out`` are left alone.
+    """
     from bilinear_lens.sae.report import write_report
 
     L = cfg.layer
@@ -119,7 +124,8 @@ def run_compare(model: Any, sae_in: Any, sae_out: Any, tokens: Int[Tensor, "n_ro
     metrics.update({"layer": L, "n_tokens": int(len(acts.x)), "n_rows": int(tokens.shape[0]),
                     "context": int(tokens.shape[1]), "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
                     "sae": metrics.get("sae", {}), "lowrank_correlation": summary})
-    with atomic_dir(out) as tmp:
+    with tempfile.TemporaryDirectory(prefix=".compare-", dir=_parent(out)) as tmp_name:
+        tmp = Path(tmp_name)
         figs: Dict[str, str] = {}
         frac = summary["frac_above_0.75"]
         figures.lowrank_curve(lr.ks, summary["mean"], frac, tmp / "lowrank_curve.png")
@@ -176,7 +182,17 @@ def run_compare(model: Any, sae_in: Any, sae_out: Any, tokens: Int[Tensor, "n_ro
         metrics["figures"] = figs
         write_json(tmp / "metrics.json", metrics)
         write_report(tmp / "index.html", metrics)
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        for f in sorted(tmp.iterdir(), key=lambda p: (p.name == "index.html", p.name == "metrics.json")):
+            os.replace(f, out / f.name)
     return metrics
+
+
+def _parent(out: Union[str, Path]) -> str:
+    parent = Path(out).resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    return str(parent)
 
 
 def _values_for(model: Any, layer: int, u: Tensor, k: int):
