@@ -186,3 +186,23 @@ def test_hooked_sae_transformer():
     target = (cache[MLP_OUT] - model.blocks[L].mlp.b_out) @ D.T
     torch.testing.assert_close(cache[HOOK_EIG].sum(-1), target, rtol=1e-10, atol=1e-10)
     assert out.shape == (2, 7, 97) and hook_state(model) == before
+
+
+def test_processed_checkpoint_and_stale_unprocessed_decomposition(tmp_path):
+    torch.manual_seed(0)
+    model = HookedTransformer(tiny_cfg()).eval()
+    with torch.no_grad():
+        for block in model.blocks:
+            block.ln2.w.uniform_(0.5, 1.5)  # non-trivial RMSNorm weights, folded by from_pretrained
+    bl.save_pretrained(model, tmp_path / "ckpt")
+    folded = bl.load_pretrained(tmp_path / "ckpt")
+    raw = bl.load_pretrained(tmp_path / "ckpt", processing=False)
+    D = directions().float()
+    eig = bl.eigendecompose(folded, L, D, dtype=torch.float64)
+    with bl.attach_eigenvectors(folded, L, eig):
+        _, cache = folded.run_with_cache(tokens(), names_filter=[HOOK_EIG, MLP_OUT])
+    target = (cache[MLP_OUT] - folded.blocks[L].mlp.b_out) @ D.T
+    torch.testing.assert_close(cache[HOOK_EIG].sum(-1), target, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="processed model"):
+        with bl.attach_eigenvectors(folded, L, bl.eigendecompose(raw, L, D)):
+            pass
