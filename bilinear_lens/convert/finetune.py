@@ -1,0 +1,372 @@
+"""Finetune a SwiGLU HookedTransformer into a bilinear one (or the equal-token SiLU baseline).
+
+Per optimiser step ``s`` (``beta = beta_schedule(s)``, ``lr = peak_lr * lr_schedule(s)``)::
+
+    loss = (1 - w) * CE(student(tokens), next tokens) + w * KL(teacher || student)
+
+with ``w = distill`` (0: plain language-model loss; the teacher is the frozen original model),
+averaged over ``grad_accum`` micro-batches, gradients clipped to ``grad_clip``, AdamW. In
+``bilinear`` mode every MLP is an :class:`AnnealedGateMLP` whose ``beta`` goes 1 -> 0; at the end
+the blocks are swapped for exact :class:`BilinearMLP` modules. In ``baseline`` mode the SwiGLU
+blocks are trained unchanged with the same data, schedule and loss.
+
+Parallelism and precision come from ``accelerate.Accelerator``: one CPU process here,
+``accelerate launch`` for data parallel (DDP or FSDP) on GPUs; ``bf16`` autocast where supported;
+gradient checkpointing per block. Checkpoints (``out/checkpoint``, every ``checkpoint_every`` steps)
+hold model, optimiser, RNG states and the step; each sequence of the run is a pure function of its
+index (:class:`PackedBlocks`), so ``--resume`` continues with exactly the data an uninterrupted run
+would have seen.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from bilinear_lens.convert.data import (PackedBlocks, check_vocab, encode_stories, load_texts,
+                                        validation_batches)
+from bilinear_lens.convert.fast_attention import restore_attention, use_sdpa
+from bilinear_lens.convert.schedule import BetaSchedule, LRSchedule
+from bilinear_lens.convert.swap import (check_convertible, convert_to_bilinear,
+                                        enable_gradient_checkpointing, finalize_bilinear,
+                                        freeze_biases, set_beta, swap_to_annealed)
+
+# Fields that do not change what a run computes (a resumed run may differ in them).
+_NOT_IDENTITY = ("out", "resume", "overwrite", "fail_at_step", "checkpoint_every", "eval_every",
+                 "progress")
+_RUN_FILES = ("run.json", "metrics.json", "checkpoint", ".checkpoint-tmp", ".checkpoint-old", "model")
+
+
+@dataclass
+class ConvertConfig:
+    """Everything that defines a conversion run (``run.json`` in the output folder)."""
+
+    model: str  # local Llama folder (SwiGLU)
+    data: str  # text file (stories separated by <|endoftext|> lines) or HF dataset name
+    out: str
+    tokens: int = 2_000_000  # training tokens (rounded up to whole optimiser steps)
+    mode: str = "bilinear"  # "bilinear" | "baseline"
+    distill: float = 0.0  # weight w of KL(teacher || student); 0 = plain LM loss
+    tokenizer: Optional[str] = None  # default: the model folder
+    val_data: Optional[str] = None  # default: validation.txt next to a local data file
+    val_stories: int = 200
+    val_max_len: int = 512
+    seq_len: int = 256
+    batch_size: int = 16  # sequences per micro-batch per process
+    grad_accum: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup: int = 20
+    lr_decay: str = "cosine"
+    min_lr_ratio: float = 0.1
+    anneal_frac: float = 0.3
+    beta_schedule: str = "linear"
+    grad_clip: float = 1.0
+    bf16: bool = False
+    grad_checkpointing: bool = False
+    seed: int = 0
+    first_n_layers: Optional[int] = None
+    text_field: str = "text"
+    train_limit: Optional[int] = None  # use only the first N training texts
+    eval_every: int = 0  # steps between validations (0: about 4 per run)
+    checkpoint_every: int = 50
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+    fail_at_step: Optional[int] = None  # testing: raise in the middle of this step
+
+    def identity(self) -> Dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k not in _NOT_IDENTITY}
+
+
+class _Counter:
+    """Step and history, saved with the accelerator state."""
+
+    def __init__(self) -> None:
+        self.step, self.history, self.extra = 0, [], {}
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"step": self.step, "history": self.history, "extra": self.extra}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.step, self.history, self.extra = state["step"], state["history"], state["extra"]
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by ``fail_at_step`` (tests of resuming)."""
+
+
+def prepare_out_dir(cfg: ConvertConfig) -> bool:
+    """Check the output folder; returns True when an existing run is to be resumed."""
+    out = Path(cfg.out)
+    if not out.exists() or not any(out.iterdir()):
+        return False
+    run_file = out / "run.json"
+    if cfg.overwrite:
+        for name in _RUN_FILES:
+            p = out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+        return False
+    if not run_file.exists():
+        raise ValueError(f"output folder {out} is not empty and holds no conversion run; choose "
+                         "another --out (or --overwrite to write into it anyway)")
+    old = json.loads(run_file.read_text())
+    new = json.loads(json.dumps(cfg.identity()))
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if diff:
+        details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
+        raise ValueError(f"output folder {out} holds a different run ({details}); use another "
+                         "--out, or --overwrite to replace it")
+    if not cfg.resume:
+        raise ValueError(f"output folder {out} already holds this run; pass --resume to continue it "
+                         "or --overwrite to start again")
+    return True
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def validation_loss(model: Any, batches: List[tuple], device: Any = "cpu") -> float:
+    """Mean next-token cross-entropy (nats) over all predicted tokens of ``batches``."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for toks, mask in batches:
+        toks, mask = toks.to(device), mask.to(device)
+        logits = model(toks).float()
+        lp = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), toks[:, 1:].reshape(-1),
+                             reduction="none")
+        m = mask[:, 1:].reshape(-1)
+        total += float(lp[m].sum())
+        count += int(m.sum())
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def lm_and_kl_loss(logits: torch.Tensor, tokens: torch.Tensor, teacher_logits: Optional[torch.Tensor],
+                   distill: float) -> tuple:
+    """``(loss, ce)``: ``loss = (1 - w) CE + w KL(teacher || student)`` over next-token positions."""
+    logits = logits[:, :-1].float()
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
+    if teacher_logits is None or distill == 0.0:
+        return ce, ce
+    t = F.log_softmax(teacher_logits[:, :-1].float(), dim=-1)
+    s = F.log_softmax(logits, dim=-1)
+    kl = (t.exp() * (t - s)).sum(-1).mean()
+    return (1 - distill) * ce + distill * kl, ce
+
+
+def _load(cfg: ConvertConfig) -> tuple:
+    from transformers import AutoTokenizer
+
+    from bilinear_lens.loading import load_pretrained
+
+    if not Path(cfg.model).exists():
+        raise FileNotFoundError(f"model folder {cfg.model} does not exist")
+    kw = {"first_n_layers": cfg.first_n_layers} if cfg.first_n_layers else {}
+    model = load_pretrained(cfg.model, processing=False, **kw)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
+    return model, tokenizer
+
+
+def _save_checkpoint(acc: Any, out: Path) -> None:
+    """``accelerator.save_state`` into a scratch folder, then two renames (old state kept until the
+    new one is complete; resuming falls back to ``.checkpoint-old`` if it was interrupted between)."""
+    tmp, final, old = out / ".checkpoint-tmp", out / "checkpoint", out / ".checkpoint-old"
+    if acc.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    acc.wait_for_everyone()
+    acc.save_state(str(tmp), safe_serialization=False)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        if final.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old.exists():
+            shutil.rmtree(old)
+    acc.wait_for_everyone()
+
+
+def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) -> Dict[str, Any]:
+    """Run (or resume) one conversion; returns the metrics also written to ``out/metrics.json``."""
+    from accelerate import Accelerator
+
+    if cfg.mode not in ("bilinear", "baseline"):
+        raise ValueError(f"mode={cfg.mode!r}; use 'bilinear' or 'baseline'")
+    if not 0.0 <= cfg.distill < 1.0:
+        raise ValueError(f"distill={cfg.distill} must be in [0, 1) (weight of the KL term)")
+    if cfg.tokens <= 0:
+        raise ValueError(f"tokens={cfg.tokens} must be positive")
+    out = Path(cfg.out)
+    resuming = prepare_out_dir(cfg)
+    if model is None:
+        model, tokenizer = _load(cfg)
+    check_convertible(model)
+    check_vocab(tokenizer, model.cfg.d_vocab)
+    if cfg.seq_len > model.cfg.n_ctx:
+        raise ValueError(f"seq_len={cfg.seq_len} exceeds the model context n_ctx={model.cfg.n_ctx}")
+
+    acc = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no")
+    torch.manual_seed(cfg.seed)
+    texts = load_texts(cfg.data, text_field=cfg.text_field, limit=cfg.train_limit)
+    if not texts:
+        raise ValueError(f"the dataset {cfg.data} is empty (no stories)")
+    data = PackedBlocks(encode_stories(tokenizer, texts), cfg.seq_len, seed=cfg.seed)
+    per_step = cfg.batch_size * cfg.grad_accum * acc.num_processes
+    if len(data) < per_step:
+        raise ValueError(f"the dataset is too small: {len(data)} blocks of {cfg.seq_len} tokens, "
+                         f"but one optimiser step needs {per_step} (batch_size x grad_accum x processes)")
+    total_steps = math.ceil(cfg.tokens / (per_step * cfg.seq_len))
+    val_source = cfg.val_data
+    if val_source is None and Path(cfg.data).is_file():
+        cand = Path(cfg.data).with_name("validation.txt")
+        val_source = str(cand) if cand.exists() and cand != Path(cfg.data) else None
+    val = []
+    if val_source:
+        val_texts = load_texts(val_source, split="validation", text_field=cfg.text_field,
+                               limit=cfg.val_stories)
+        val = validation_batches(encode_stories(tokenizer, val_texts),
+                                 min(cfg.val_max_len, model.cfg.n_ctx), pad_id=tokenizer.bos_token_id)
+
+    out.mkdir(parents=True, exist_ok=True)
+    if acc.is_main_process and not resuming:
+        _atomic_json(out / "run.json", cfg.identity())
+
+    device = acc.device
+    model.to(device)
+    use_sdpa(model)  # training-only fast attention (copies keep it); restored before saving
+    teacher = None
+    if cfg.distill > 0:
+        teacher = copy.deepcopy(model).eval().requires_grad_(False)
+    counter = _Counter()
+    ckpt = out / "checkpoint"
+    if resuming and not ckpt.exists() and (out / ".checkpoint-old").exists():
+        ckpt = out / ".checkpoint-old"
+    resuming = resuming and ckpt.exists()  # killed before the first checkpoint: start again
+    if not resuming:  # metrics of the untouched model and of the plain swap
+        counter.extra["val_loss_original"] = validation_loss(model, val, device) if val else None
+        swapped = convert_to_bilinear(copy.deepcopy(model))
+        counter.extra["val_loss_swapped"] = validation_loss(swapped, val, device) if val else None
+        del swapped
+    freeze_biases(model)
+    if cfg.mode == "bilinear":
+        swap_to_annealed(model, beta=1.0)
+        freeze_biases(model)
+    if not resuming:
+        counter.extra["val_loss_start"] = (counter.extra["val_loss_swapped"] if cfg.mode == "bilinear"
+                                           else counter.extra["val_loss_original"])
+    if cfg.grad_checkpointing:
+        enable_gradient_checkpointing(model)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    beta_at = BetaSchedule(total_steps, cfg.anneal_frac, cfg.beta_schedule)
+    lr_at = LRSchedule(total_steps, cfg.warmup, cfg.lr_decay, cfg.min_lr_ratio)
+    model, opt = acc.prepare(model, opt)
+    if teacher is not None:
+        teacher.to(device)
+    acc.register_for_checkpointing(counter)
+    raw = acc.unwrap_model(model)
+
+    if resuming:
+        acc.load_state(str(ckpt))
+    eval_every = cfg.eval_every or max(1, total_steps // 4)
+
+    bar = tqdm(total=total_steps, initial=counter.step, disable=not (cfg.progress and acc.is_main_process),
+               desc=f"convert[{cfg.mode}]", unit="step")
+    model.train()
+    t0, start_step = time.time(), counter.step
+    while counter.step < total_steps:
+        step = counter.step
+        beta = beta_at(step) if cfg.mode == "bilinear" else 1.0
+        set_beta(raw, beta)
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * lr_at(step)
+        ce_sum = 0.0
+        for micro in range(cfg.grad_accum):
+            first = (step * cfg.grad_accum + micro) * cfg.batch_size * acc.num_processes
+            toks = data.sequences(first + acc.process_index * cfg.batch_size, cfg.batch_size).to(device)
+            sync = micro == cfg.grad_accum - 1
+            ctx = acc.no_sync(model) if not sync else _nullcontext()
+            with ctx, acc.autocast():
+                t_logits = None
+                if teacher is not None:
+                    with torch.no_grad():
+                        t_logits = teacher(toks)
+                loss, ce = lm_and_kl_loss(model(toks), toks, t_logits, cfg.distill)
+                if cfg.fail_at_step is not None and step == cfg.fail_at_step:
+                    raise InjectedFailure(f"injected failure in the middle of step {step}")
+                acc.backward(loss / cfg.grad_accum)
+            ce_sum += float(ce.detach()) / cfg.grad_accum
+        if cfg.grad_clip > 0:
+            acc.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        counter.step += 1
+        rec = {"step": counter.step, "tokens": counter.step * per_step * cfg.seq_len, "beta": beta,
+               "train_ce": ce_sum}
+        if val and (counter.step % eval_every == 0) and counter.step < total_steps:
+            rec["val_loss"] = validation_loss(raw, val, device)
+        counter.history.append(rec)
+        bar.set_postfix(loss=f"{ce_sum:.3f}", beta=f"{beta:.3f}",
+                        **({"val": f"{rec['val_loss']:.3f}"} if "val_loss" in rec else {}))
+        bar.update(1)
+        if counter.step % cfg.checkpoint_every == 0 or counter.step == total_steps:
+            _save_checkpoint(acc, out)
+    bar.close()
+    elapsed = time.time() - t0
+
+    set_beta(raw, 0.0 if cfg.mode == "bilinear" else 1.0)
+    if cfg.mode == "bilinear":
+        finalize_bilinear(raw)
+    final = validation_loss(raw, val, device) if val else None
+    metrics = {
+        "mode": cfg.mode, "tokens": total_steps * per_step * cfg.seq_len, "steps": total_steps,
+        "val_loss_original": counter.extra.get("val_loss_original"),
+        "val_loss_swapped": counter.extra.get("val_loss_swapped"),
+        "val_loss_start": counter.extra.get("val_loss_start"),
+        "val_loss_final": final,
+        "val_stories": cfg.val_stories if val else 0, "val_source": val_source,
+        "train_tokens_available": data.n_tokens, "processes": acc.num_processes,
+        "seconds_this_session": round(elapsed, 1), "steps_this_session": total_steps - start_step,
+        "history": counter.history, "config": cfg.identity(),
+    }
+    if acc.is_main_process:
+        from bilinear_lens.checkpoints import save_pretrained
+
+        restore_attention(raw)
+        save_pretrained(raw, out / "model", tokenizer)
+        _atomic_json(out / "metrics.json", metrics)
+    acc.wait_for_everyone()
+    return metrics
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
