@@ -1,0 +1,152 @@
+"""The conversion loop on a tiny SwiGLU model: resume after a crash, export, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from bilinear_lens import BilinearMLP
+from bilinear_lens.convert.finetune import ConvertConfig, InjectedFailure, run_convert
+from tests.test_convert_swap import tiny_swiglu
+
+STORIES = [f"Once upon a time there was a {a} {b} who liked to {c}. The end."
+           for a in ("little", "big", "happy", "sad") for b in ("cat", "dog", "girl", "boy")
+           for c in ("run", "play", "sing")]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from tests.conftest import shared_path
+
+    return AutoTokenizer.from_pretrained(shared_path("models", "stories260k"))
+
+
+def write_stories(path: Path, stories) -> str:
+    path.write_text("".join(f"{s}\n<|endoftext|>\n" for s in stories), encoding="utf-8")
+    return str(path)
+
+
+def config(tmp_path: Path, out: str, **kw) -> ConvertConfig:
+    data = write_stories(tmp_path / "train.txt", STORIES)
+    val = write_stories(tmp_path / "val.txt", STORIES[:6])
+    base = dict(model="unused", data=data, val_data=val, out=str(tmp_path / out), tokens=6 * 4 * 16,
+                seq_len=16, batch_size=4, distill=0.5, lr=3e-3, warmup=1, anneal_frac=0.5,
+                checkpoint_every=2, eval_every=3, progress=False)
+    base.update(kw)
+    return ConvertConfig(**base)
+
+
+def final_params(out: Path) -> dict:
+    return load_file(str(out / "model" / "model.safetensors"))
+
+
+def test_killed_run_resumes_to_the_same_model(tmp_path, tokenizer):
+    # uninterrupted: 6 steps
+    model = tiny_swiglu()
+    full = run_convert(config(tmp_path, "full"), model=model, tokenizer=tokenizer)
+    assert all(type(b.mlp) is BilinearMLP for b in model.blocks)
+    assert [h["beta"] for h in full["history"]] == [pytest.approx(2 / 3), pytest.approx(1 / 3), 0, 0, 0, 0]
+    # crash in the middle of step 3 (after the step-2 checkpoint), then resume with a fresh model
+    with pytest.raises(InjectedFailure):
+        run_convert(config(tmp_path, "crash", fail_at_step=3), model=tiny_swiglu(), tokenizer=tokenizer)
+    assert not (tmp_path / "crash" / "model").exists() and (tmp_path / "crash" / "checkpoint").exists()
+    resumed = run_convert(config(tmp_path, "crash", resume=True), model=tiny_swiglu(), tokenizer=tokenizer)
+    assert resumed["steps_this_session"] == 4  # steps 2..5 redone, steps 0..1 kept
+    a, b = final_params(tmp_path / "full"), final_params(tmp_path / "crash")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [h["train_ce"] for h in full["history"]] == [h["train_ce"] for h in resumed["history"]]
+    for key in ("val_loss_original", "val_loss_start", "val_loss_final"):
+        assert resumed[key] == pytest.approx(full[key], abs=1e-6)
+    metrics = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    assert metrics["mode"] == "bilinear" and metrics["tokens"] == 6 * 4 * 16
+    assert metrics["val_loss_final"] < metrics["val_loss_start"]  # finetuning recovered something
+
+
+def test_export_reloads_in_transformers_with_the_same_logits(tmp_path, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    model = tiny_swiglu()
+    run_convert(config(tmp_path, "exp", tokens=2 * 4 * 16), model=model, tokenizer=tokenizer)
+    cfg = json.loads((tmp_path / "exp" / "model" / "config.json").read_text())
+    assert cfg["hidden_act"] == "linear" and cfg["architectures"] == ["LlamaForCausalLM"]
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "exp" / "model").eval()
+    tokens = torch.randint(0, 512, (2, 10))
+    with torch.no_grad():
+        ref = model(tokens).log_softmax(-1)
+        got = hf(tokens).logits.log_softmax(-1)
+    assert (ref - got).abs().max() < 1e-4
+
+
+def test_baseline_keeps_the_silu_gate(tmp_path, tokenizer):
+    model = tiny_swiglu()
+    m = run_convert(config(tmp_path, "base", mode="baseline", tokens=2 * 4 * 16), model=model,
+                    tokenizer=tokenizer)
+    assert m["mode"] == "baseline" and all(h["beta"] == 1.0 for h in m["history"])
+    assert m["val_loss_start"] == m["val_loss_original"]
+    assert json.loads((tmp_path / "base" / "model" / "config.json").read_text())["hidden_act"] == "silu"
+
+
+def test_clear_errors(tmp_path, tokenizer, tiny_bilinear):
+    with pytest.raises(ValueError, match="already bilinear"):
+        run_convert(config(tmp_path, "a"), model=tiny_bilinear, tokenizer=tokenizer)
+    from tests.conftest import tiny_cfg
+    from transformer_lens import HookedTransformer
+
+    small_vocab = HookedTransformer(tiny_cfg(act_fn="silu", d_vocab=97))
+    with pytest.raises(ValueError, match="does not match the model"):
+        run_convert(config(tmp_path, "b"), model=small_vocab, tokenizer=tokenizer)
+    empty = write_stories(tmp_path / "empty.txt", [])
+    with pytest.raises(ValueError, match="empty"):
+        run_convert(config(tmp_path, "c", data=empty), model=tiny_swiglu(), tokenizer=tokenizer)
+    few = write_stories(tmp_path / "few.txt", STORIES[:2])
+    with pytest.raises(ValueError, match="too small"):
+        run_convert(config(tmp_path, "d", data=few), model=tiny_swiglu(), tokenizer=tokenizer)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        run_convert(config(tmp_path, "e", data=str(tmp_path / "missing.txt")), model=tiny_swiglu(),
+                    tokenizer=tokenizer)
+
+
+def test_output_folder_of_another_run_is_refused(tmp_path, tokenizer):
+    run_convert(config(tmp_path, "o", tokens=4 * 16), model=tiny_swiglu(), tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="different run.*lr"):
+        run_convert(config(tmp_path, "o", tokens=4 * 16, lr=1e-2), model=tiny_swiglu(), tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="different run.*lr"):  # --resume does not bypass it
+        run_convert(config(tmp_path, "o", tokens=4 * 16, lr=1e-2, resume=True), model=tiny_swiglu(),
+                    tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="already holds this run"):
+        run_convert(config(tmp_path, "o", tokens=4 * 16), model=tiny_swiglu(), tokenizer=tokenizer)
+    m = run_convert(config(tmp_path, "o", tokens=4 * 16, lr=1e-2, overwrite=True), model=tiny_swiglu(),
+                    tokenizer=tokenizer)
+    assert m["config"]["lr"] == 1e-2
+    assert json.loads((tmp_path / "o" / "run.json").read_text())["lr"] == 1e-2
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds no conversion run"):
+        run_convert(config(tmp_path, "other"), model=tiny_swiglu(), tokenizer=tokenizer)
+
+
+def test_cli_reports_clear_error_for_a_bilinear_model(tmp_path, capsys, tiny_bilinear, shared):
+    from bilinear_lens import save_pretrained
+    from bilinear_lens.cli import main
+
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(shared("models", "stories260k"))
+    torch.manual_seed(0)
+    from tests.conftest import tiny_cfg
+    from transformer_lens import HookedTransformer
+
+    save_pretrained(HookedTransformer(tiny_cfg(d_vocab=512)), tmp_path / "bil", tok)
+    data = write_stories(tmp_path / "train.txt", STORIES)
+    rc = main(["convert", "--model", str(tmp_path / "bil"), "--data", data, "--out", str(tmp_path / "o"),
+               "--no-progress"])
+    assert rc == 1
+    assert "already bilinear" in capsys.readouterr().err
