@@ -34,14 +34,14 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("BILINEAR_LENS_SHARED", REPO.parent / "shared")) / "data" / "tinystories"
 
 SETTINGS = {
-    # quick: ~10 minutes on a shared 2-core CPU
-    "quick": dict(vocab=2048, d_model=128, n_layers=2, n_heads=4, n_ctx=128, lm_tokens=1_000_000,
-                  lm_batch=32, lr=3e-3, layer=1, sae_tokens=300_000, k=30, expansion=4, sae_lr=1e-3,
-                  rows=96, eval_rows=48),
+    # quick: ~10 minutes on a shared 2-core CPU (a small model; losses are far from the paper's)
+    "quick": dict(vocab=1024, d_model=64, n_layers=2, n_heads=4, n_ctx=64, lm_tokens=400_000,
+                  lm_batch=32, lr=5e-3, layer=1, sae_tokens=200_000, sae_batch=1024, k=8, expansion=4,
+                  sae_lr=1e-3, rows=96, eval_rows=32),
     # full: about an hour
-    "full": dict(vocab=4096, d_model=192, n_layers=3, n_heads=6, n_ctx=128, lm_tokens=4_000_000,
-                 lm_batch=32, lr=3e-3, layer=2, sae_tokens=2_000_000, k=30, expansion=4, sae_lr=4e-4,
-                 rows=256, eval_rows=128),
+    "full": dict(vocab=4096, d_model=128, n_layers=2, n_heads=4, n_ctx=128, lm_tokens=2_000_000,
+                 lm_batch=32, lr=3e-3, layer=1, sae_tokens=1_000_000, sae_batch=2048, k=16, expansion=4,
+                 sae_lr=5e-4, rows=128, eval_rows=64),
 }
 
 
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
         log(f"training the {side}put SAE (TopK k={s['k']}, x{s['expansion']}, {s['sae_tokens']:,} tokens)")
         summary = train_sae(model, sae_train, folder, SAETrainConfig(
             layer=L, hook=side, k=s["k"], expansion=s["expansion"], training_tokens=s["sae_tokens"],
-            context_size=ctx, lr=s["sae_lr"], eval_batches=max(1, s["eval_rows"] // 16)),
+            context_size=ctx, batch_size_tokens=s["sae_batch"], lr=s["sae_lr"], eval_batches=max(1, s["eval_rows"] // 16)),
             eval_tokens=sae_eval, model_name=lm["bilinear"]["model_dir"])
         timings[f"sae_{side}_s"] = time.time() - t
         log(f"SAE {side}: explained variance {summary['explained_variance']:.3f}, L0 {summary['l0']:.1f}, "
