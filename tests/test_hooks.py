@@ -206,3 +206,26 @@ def test_processed_checkpoint_and_stale_unprocessed_decomposition(tmp_path):
     with pytest.raises(ValueError, match="processed model"):
         with bl.attach_eigenvectors(folded, L, bl.eigendecompose(raw, L, D)):
             pass
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_edits_under_no_grad_and_inference_mode(mode):
+    model, D = model64(), directions()
+    eig = bl.eigendecompose(model, L, D)
+    ctx = torch.no_grad() if mode == "no_grad" else torch.inference_mode()
+    saved = {}
+
+    def save(value, hook):
+        saved[hook.name] = value.clone()
+
+    def ablate(value, hook):
+        value[..., 0, 0] = 0.0  # in place, returns None
+
+    with ctx, bl.attach_eigenvectors(model, L, eig):
+        clean, cache = model.run_with_cache(tokens(), names_filter=[HOOK_EIG, MLP_OUT])
+        model.run_with_hooks(tokens(), fwd_hooks=[(HOOK_EIG, ablate), (MLP_OUT, save)])
+        plain = model.run_with_hooks(tokens(), fwd_hooks=[(HOOK_EIG, lambda v, hook: None)])
+    assert torch.equal(plain, clean)
+    change = (saved[MLP_OUT] - cache[MLP_OUT]) @ D.T
+    torch.testing.assert_close(change[..., 0], -cache[HOOK_EIG][..., 0, 0], rtol=0, atol=1e-10)
+    torch.testing.assert_close(change[..., 1:], torch.zeros_like(change[..., 1:]), rtol=0, atol=1e-10)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, Iterator, List, Union
+from typing import Any, Iterator, List, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +56,11 @@ def _hook_is_idle(hook: Any) -> bool:
         and not getattr(_global_hooks, "_global_forward_pre_hooks", None)
         and not getattr(_global_hooks, "_global_backward_hooks", None)
     )
+
+
+def _version(t: Tensor) -> Optional[int]:
+    """The in-place version counter, or None for inference-mode tensors (which track none)."""
+    return None if t.is_inference() else t._version
 
 
 class AttachedEigen:
@@ -108,13 +113,16 @@ class AttachedEigen:
         if not self.replace and _hook_is_idle(hook):
             return 0.0
         acts = self.activations(x)
-        version = acts._version
+        version = _version(acts)
         before = None if self.replace else acts.sum(-1)
         edited = hook(acts)
         if edited is None:
             edited = acts
-        if edited is acts and acts._version == version and not self.replace:
-            return 0.0  # nothing changed: no output matmul
+        if edited is acts and not self.replace:
+            if version is not None and _version(acts) == version:
+                return 0.0  # nothing changed: no output matmul
+            if version is None and torch.equal(acts.sum(-1), before):
+                return 0.0  # inference tensors track no version: compare the sums instead
         if edited.shape != acts.shape:
             raise ValueError(
                 f"a hook on {getattr(hook, 'name', 'hook_eig')} returned shape {tuple(edited.shape)}; "
