@@ -107,7 +107,7 @@ def hosvd(
     weights = bilinear_weights(model, layer, dtype=dtype)
     if directions is None:
         directions = torch.eye(weights.d_model, dtype=dtype, device=weights.W_out.device)
-    directions = as_directions(directions, weights.d_model).to(weights.W_out)
+    directions = as_directions(directions, weights.d_model).detach().to(weights.W_out)
     n = directions.shape[0]
     if k is not None and not 1 <= k <= n:
         raise ValueError(f"k={k} is out of range: there are {n} output directions, so 1 <= k <= {n}.")

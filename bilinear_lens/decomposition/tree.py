@@ -136,7 +136,7 @@ def eigen_tree(
     if not isinstance(depth, int) or not 1 <= depth <= start + 1:
         raise ValueError(f"depth={depth!r} is out of range: starting at layer {start}, 1 <= depth <= {start + 1}.")
     d_model = bilinear_layer(model, start).W_out.shape[1]
-    directions = as_directions(directions, d_model)
+    directions = as_directions(directions, d_model).detach()
     roots: List[EigenNode] = []
     nodes: List[EigenNode] = []
     levels: List[Eigendecomposition] = []

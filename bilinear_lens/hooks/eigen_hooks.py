@@ -94,7 +94,7 @@ class AttachedEigen:
         self.full_rank = bool(keep.all()) and n <= d_model
         inv = torch.where(keep, 1.0 / sv.clamp_min(1e-300), torch.zeros_like(sv))
         self._pinv_T: Tensor = ((u * inv) @ vh).to(ref)  # (pinv D)^T = U S^-1 Vh
-        self._directions_T: Tensor = eig.directions.T.contiguous()  # [d_model, n]
+        self._directions_T: Tensor = eig.directions.detach().T.contiguous()  # [d_model, n]
         self._warned = False
 
     def activations(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... n k"]:
