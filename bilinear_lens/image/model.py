@@ -1,0 +1,235 @@
+"""A bilinear image classifier with TransformerLens hook points at every step.
+
+    x0  = W_e x                                   pixels [batch, 784] -> [batch, d]   (hook_embed)
+    x_{L+1} = B_L(x_L) (+ x_L if residual)        B_L a BilinearMLP d -> d            (hook_resid_{L})
+    logits = W_U x_n                              [batch, d] -> [batch, n_classes]    (hook_logits)
+
+with ``B_L(x) = W_out^T((W_gate^T x + b_gate) * (W_in^T x + b_in)) + b_out`` (biases frozen at 0
+unless ``bias=True``). Training-only regularisation as in the paper (notes §1.3): input noise
+``x + sigma * N(0, 1)`` on pixels in [0, 1] and latent noise ``x + s * x.std() * N(0, 1)`` after
+every bilinear layer; weight decay lives in the optimiser (:mod:`bilinear_lens.image.train`).
+
+Every bilinear layer is a :class:`~bilinear_lens.BilinearMLP`, exposed by :meth:`bilinear_layers`,
+so the shared decomposition API works unchanged: ``eigendecompose(clf, layer, clf.head.weight)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+from jaxtyping import Float
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from transformer_lens.hook_points import HookedRootModule, HookPoint
+
+from bilinear_lens.checkpoints import atomic_dir
+from bilinear_lens.components.bilinear_mlp import BilinearMLP
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass
+class ClassifierConfig:
+    """Architecture and training-time noise of a :class:`BilinearClassifier`.
+
+    ``input_noise``: std of Gaussian noise added to pixels (in [0, 1]) while training.
+    ``latent_noise``: ``s`` in ``x + s * x.std() * N(0, 1)`` after every bilinear layer (training).
+    """
+
+    d_hidden: int = 256
+    n_layers: int = 1
+    n_classes: int = 10
+    image_size: int = 28
+    residual: bool = False
+    bias: bool = False
+    input_noise: float = 0.0
+    latent_noise: float = 0.0
+
+    @property
+    def d_input(self) -> int:
+        return self.image_size * self.image_size
+
+    def __post_init__(self) -> None:
+        for name in ("d_hidden", "n_layers", "n_classes", "image_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"ClassifierConfig.{name} must be >= 1, got {getattr(self, name)}.")
+        for name in ("input_noise", "latent_noise"):
+            if float(getattr(self, name)) < 0:
+                raise ValueError(f"ClassifierConfig.{name} must be >= 0, got {getattr(self, name)}.")
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "ClassifierConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown ClassifierConfig keys {unknown}; known keys: {sorted(known)}.")
+        return cls(**data)
+
+
+class BilinearClassifier(HookedRootModule):
+    """Embedding -> bilinear layer(s) -> head, all linear maps without bias (see module docstring).
+
+    Hook points: ``hook_input`` (pixels, after input noise) ``[batch, 784]``, ``hook_embed``
+    ``[batch, d]``, per layer ``layers.{L}.hook_in/hook_pre/hook_pre_linear/hook_post/hook_eig``
+    (from :class:`BilinearMLP`) and ``hook_resid_{L}`` (the stream after layer ``L``: the layer's
+    output, plus its input when ``residual``), ``hook_logits`` ``[batch, n_classes]``.
+    """
+
+    def __init__(self, cfg: Union[ClassifierConfig, Dict[str, Any], None] = None, **overrides: Any):
+        super().__init__()
+        if cfg is None:
+            cfg = ClassifierConfig(**overrides)
+        elif isinstance(cfg, dict):
+            cfg = ClassifierConfig.from_dict({**cfg, **overrides})
+        elif overrides:
+            cfg = ClassifierConfig.from_dict({**asdict(cfg), **overrides})
+        self.cfg = cfg
+        d = cfg.d_hidden
+        self.embed = nn.Linear(cfg.d_input, d, bias=False)
+        self.layers = nn.ModuleList([BilinearMLP.from_dims(d, d) for _ in range(cfg.n_layers)])
+        if not cfg.bias:
+            for mlp in self.layers:
+                for b in (mlp.b_in, mlp.b_gate, mlp.b_out):
+                    b.requires_grad_(False)
+        self.head = nn.Linear(d, cfg.n_classes, bias=False)
+        self.hook_input = HookPoint()
+        self.hook_embed = HookPoint()
+        for L in range(cfg.n_layers):
+            setattr(self, f"hook_resid_{L}", HookPoint())
+        self.hook_logits = HookPoint()
+        self.setup()
+
+    # -- structure -------------------------------------------------------------------------------
+    def bilinear_layers(self) -> List[BilinearMLP]:
+        """The bilinear layers, in order (what the decomposition API reads)."""
+        return list(self.layers)
+
+    @property
+    def W_e(self) -> Float[Tensor, "d_hidden d_input"]:
+        """Embedding matrix ``W_e`` (``embed.weight``), ``[d, 784]``."""
+        return self.embed.weight
+
+    @property
+    def W_U(self) -> Float[Tensor, "n_classes d_hidden"]:
+        """Head matrix (``head.weight``); its rows are the natural output directions."""
+        return self.head.weight
+
+    # -- forward ---------------------------------------------------------------------------------
+    def _flatten(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.cfg.d_input:
+            if x.shape[-2:] == (self.cfg.image_size, self.cfg.image_size):
+                x = x.reshape(*x.shape[:-2], self.cfg.d_input)
+            else:
+                raise ValueError(
+                    f"expected images of {self.cfg.image_size}x{self.cfg.image_size} pixels "
+                    f"([..., {self.cfg.image_size}, {self.cfg.image_size}] or [..., {self.cfg.d_input}]), "
+                    f"got shape {tuple(x.shape)}."
+                )
+        return x.to(self.embed.weight.dtype)
+
+    def embed_pixels(self, x: Float[Tensor, "... d_input"]) -> Float[Tensor, "... d_hidden"]:
+        """``W_e x``: pixels -> the input space of layer 0 (no noise, no hooks)."""
+        return self.embed(self._flatten(x))
+
+    def forward(self, x: Float[Tensor, "batch ..."]) -> Float[Tensor, "batch n_classes"]:
+        """Logits for images ``x`` (``[batch, 28, 28]`` or ``[batch, 784]``, pixels in [0, 1])."""
+        x = self._flatten(x)
+        if self.training and self.cfg.input_noise > 0:
+            x = x + self.cfg.input_noise * torch.randn_like(x)
+        x = self.hook_input(x)
+        h = self.hook_embed(self.embed(x))
+        for L, mlp in enumerate(self.layers):
+            out = mlp(h)
+            h = h + out if self.cfg.residual else out
+            if self.training and self.cfg.latent_noise > 0:
+                h = h + self.cfg.latent_noise * h.detach().std() * torch.randn_like(h)
+            h = getattr(self, f"hook_resid_{L}")(h)
+        return self.hook_logits(self.head(h))
+
+    @torch.no_grad()
+    def predict(self, x: Tensor, batch_size: int = 4096) -> Tensor:
+        """Class predictions ``argmax logits`` in eval mode, batched."""
+        was_training = self.training
+        self.eval()
+        try:
+            return torch.cat([self(x[i:i + batch_size]).argmax(-1) for i in range(0, len(x), batch_size)])
+        finally:
+            self.train(was_training)
+
+    # -- persistence -----------------------------------------------------------------------------
+    def save(self, path: Union[str, Path], extra: Optional[Dict[str, Any]] = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` into folder ``path`` atomically."""
+        path = Path(path)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        with atomic_dir(path) as tmp:
+            tmp = Path(tmp)
+            save_file(state, str(tmp / WEIGHTS_FILE))
+            meta = {"architecture": "BilinearClassifier", "config": asdict(self.cfg), **(extra or {})}
+            (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+        return path
+
+    @classmethod
+    def load(cls, path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> "BilinearClassifier":
+        """Rebuild a classifier saved with :meth:`save` (one call, eval mode)."""
+        path = Path(path)
+        config_file, weights_file = path / CONFIG_FILE, path / WEIGHTS_FILE
+        if not config_file.is_file() or not weights_file.is_file():
+            raise FileNotFoundError(
+                f"{path} is not a saved BilinearClassifier: expected {CONFIG_FILE} and {WEIGHTS_FILE} "
+                "in it (write one with BilinearClassifier.save(path))."
+            )
+        meta = json.loads(config_file.read_text())
+        if meta.get("architecture") != "BilinearClassifier":
+            raise ValueError(f"{config_file} describes {meta.get('architecture')!r}, not a BilinearClassifier.")
+        model = cls(ClassifierConfig.from_dict(meta["config"]))
+        model.load_state_dict(load_file(str(weights_file), device=str(device)))
+        return model.to(device).eval()
+
+    @staticmethod
+    def read_metadata(path: Union[str, Path]) -> Dict[str, Any]:
+        """The ``config.json`` of a saved classifier (config plus any ``extra`` given to save)."""
+        return json.loads((Path(path) / CONFIG_FILE).read_text())
+
+
+def eigenvector_pixels(
+    model: BilinearClassifier, vectors: Float[Tensor, "... d"]
+) -> Float[Tensor, "... d_input"]:
+    """Layer-0 eigenvectors in pixel space: ``W_e^T v`` (``[..., d]`` -> ``[..., 784]``).
+
+    With branch biases the decomposition works on ``[x, 1]`` (``d = d_hidden + 1``); the last
+    coordinate is a constant offset, not a pixel pattern, and is dropped here (use
+    :func:`pixel_activations` for exact activations).
+    """
+    d = model.cfg.d_hidden
+    if vectors.shape[-1] not in (d, d + 1):
+        raise ValueError(f"eigenvectors have {vectors.shape[-1]} coordinates; layer-0 eigenvectors of this "
+                         f"classifier have {d} (or {d + 1} with branch biases).")
+    W_e = model.W_e.detach().to(vectors.dtype)
+    return vectors[..., :d] @ W_e
+
+
+def pixel_activations(
+    model: BilinearClassifier, values: Float[Tensor, "n k"], vectors: Float[Tensor, "n k d"],
+    images: Float[Tensor, "batch ..."],
+) -> Float[Tensor, "batch n k"]:
+    """``lambda_i ((W_e^T v_i) . x + c_i)^2`` on raw pixels (``c_i`` the homogeneous coordinate, 0
+    without branch biases); equals ``eig.activations(W_e x)`` for layer-0 eigenvectors."""
+    pix = eigenvector_pixels(model, vectors)  # [n, k, 784]
+    x = model._flatten(images).to(pix.dtype)
+    proj = torch.einsum("bp,nkp->bnk", x, pix)
+    if vectors.shape[-1] == model.cfg.d_hidden + 1:
+        proj = proj + vectors[..., -1]
+    return values * proj**2
+
+
+def count_parameters(model: BilinearClassifier) -> Tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), total

@@ -1,0 +1,119 @@
+"""``index.html`` for an image study: numbers and figures with short captions.
+
+Self-contained (inline CSS, relative image paths), so the output folder can be moved or zipped.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+CAPTIONS: Dict[str, Tuple[str, str]] = {
+    "eigenvectors": (
+        "Top eigenvectors per class",
+        "For every class c the interaction matrix Q(u_c) of the head row u_c is eigendecomposed; "
+        "logit_c = Σ_i λ_i (v_i·x)². Shown: the most positive and the most negative eigenvector as "
+        "pixel patterns W_eᵀv (red positive, blue negative, each scaled to its own maximum), each followed "
+        "by the three test images with the largest activation |λ (v·x)²|. Signs of eigenvectors are "
+        "arbitrary: an input matching either the red or the blue region activates the eigenvector.",
+    ),
+    "spectra": (
+        "Eigenvalue spectra",
+        "Top eigenvalues of each class's interaction matrix, ordered by |λ|. A few eigenvectors carry most "
+        "of each logit; the rest are close to zero.",
+    ),
+    "truncation": (
+        "Truncation",
+        "Test accuracy when each class logit keeps only its top-k eigenvectors by |λ| "
+        "(logit_c ≈ Σ_{i≤k} λ_i (v_i·x)², applied with truncated_mlp). k = 0 removes the bilinear layer's "
+        "output along the head rows.",
+    ),
+    "hosvd": (
+        "HOSVD components",
+        "SVD of the class-output tensor: each component s is an output pattern over classes (σ_s a_s, left) "
+        "times one interaction matrix Q_s, whose most positive and most negative eigenvectors are drawn in "
+        "pixels. These are the directions the layer uses most, with no class chosen in advance.",
+    ),
+    "tree": (
+        "Eigenvector tree (two layers)",
+        "Each top eigenvector v of the last layer (left) reads a direction of layer 0's output; using v as "
+        "layer 0's output direction gives Q_0(v), whose top eigenvectors are shown in pixels.",
+    ),
+    "training": ("Training", "Training loss (with noise) and test accuracy per epoch."),
+}
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
+th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}figure{margin:2em 0}
+figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:0.92em;color:#444;max-width:900px}
+code{background:#f4f4f4;padding:1px 4px}"""
+
+
+def _pct(x: Any) -> str:
+    return "–" if x is None else f"{100 * float(x):.2f}%"
+
+
+def _rows(metrics: Dict[str, Any]) -> List[Tuple[str, str]]:
+    cfg = metrics["config"]["model"]
+    tr = metrics["config"]["train"]
+    curve = metrics["truncation"]
+    at = dict(zip(curve["k"], curve["accuracy"]))
+    rows = [
+        ("dataset", f"{metrics['dataset']} ({metrics['source']})"),
+        ("train / test images", f"{metrics['n_train']:,} / {metrics['n_test']:,}"),
+        ("model", f"{cfg['n_layers']} bilinear layer(s), d={cfg['d_hidden']}, residual={cfg['residual']}"),
+        ("regularisation", f"input noise {cfg['input_noise']}, latent noise {cfg['latent_noise']}, "
+                           f"weight decay {tr['weight_decay']}"),
+        ("training", f"{tr['epochs']} epochs, batch {tr['batch_size']}, AdamW lr {tr['lr']}, seed {tr['seed']}"),
+        ("test accuracy", _pct(metrics["test_accuracy"])),
+        ("train accuracy", _pct(metrics.get("train_accuracy"))),
+    ]
+    for k in (1, 2, 5, 10, 20, 30):
+        if k in at:
+            rows.append((f"accuracy, top {k} eigenvectors per class", _pct(at[k])))
+    sec = metrics.get("seconds", {})
+    dec = sec.get("decomposition", {})
+    if dec:
+        rows.append(("decomposition time", f"{dec.get('total', 0):.2f} s (eigendecompose "
+                                           f"{dec.get('eigendecompose', 0):.2f} s, HOSVD {dec.get('hosvd', 0):.2f} s)"))
+    if sec.get("train") is not None:
+        rows.append(("training time", f"{sec['train']:.1f} s"))
+    if "unregularised" in metrics:
+        u = metrics["unregularised"]
+        rows.append(("unregularised model: test accuracy", _pct(u["test_accuracy"])))
+        uat = dict(zip(u["truncation"]["k"], u["truncation"]["accuracy"]))
+        if 20 in uat:
+            rows.append(("unregularised model: top 20 per class", _pct(uat[20])))
+    return rows
+
+
+def render_index(metrics: Dict[str, Any]) -> str:
+    """The HTML text of the report for ``metrics`` (as written to ``metrics.json``)."""
+    esc = html.escape
+    title = f"Bilinear classifier on {metrics['dataset']}: weight-based decomposition"
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
+             f"<style>{CSS}</style></head><body><h1>{esc(title)}</h1>",
+             "<p>A bilinear layer computes <code>W_out((W_gate x)⊙(W_in x))</code>, so each class logit is an "
+             "exact quadratic form of the embedded image, <code>logit_c = xᵀQ_c x = Σ_i λ_i (v_i·x)²</code>, "
+             "read off the weights (no data needed for the decomposition; data only picks example inputs).</p>",
+             "<table><tr><th>quantity</th><th>value</th></tr>"]
+    parts += [f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in _rows(metrics)]
+    parts.append("</table><p>All numbers: <a href='metrics.json'>metrics.json</a>; model: <code>"
+                 "BilinearClassifier.load('model')</code>.</p>")
+    for key, rel in metrics.get("figures", {}).items():
+        head, text = CAPTIONS.get(key, (key, ""))
+        parts.append(f"<figure><h2>{esc(head)}</h2><img src='{esc(rel)}' alt='{esc(head)}'>"
+                     f"<figcaption>{esc(text)}</figcaption></figure>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def write_index(out: Path, metrics: Dict[str, Any]) -> Path:
+    """Write ``out/index.html`` atomically."""
+    path = Path(out) / "index.html"
+    tmp = path.with_name(f".index.html.tmp-{os.getpid()}")
+    tmp.write_text(render_index(metrics), encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,139 @@
+"""Training loop for :class:`BilinearClassifier`: AdamW + weight decay, cosine schedule, resumable.
+
+Loss: cross-entropy of ``model(x)`` (input / latent noise are applied by the model in train mode).
+Optimiser: ``AdamW(lr, weight_decay)`` on every trainable parameter, learning rate
+``lr * (1 + cos(pi * step / total)) / 2`` after ``warmup`` linear steps. A checkpoint
+(model + optimiser + step + RNG) is written atomically after every epoch when ``checkpoint`` is
+given, and training resumes from it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from bilinear_lens.image.data import ImageData
+from bilinear_lens.image.model import BilinearClassifier
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings (the model's noise settings are in ``ClassifierConfig``)."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.5
+    warmup_steps: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1 (got {self.epochs}, {self.batch_size}).")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError(f"lr must be > 0 and weight_decay >= 0 (got {self.lr}, {self.weight_decay}).")
+
+
+@dataclass
+class TrainResult:
+    history: List[Dict[str, float]]
+    seconds: float
+    resumed_from_epoch: int
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up to 1 over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+@torch.no_grad()
+def accuracy(model: BilinearClassifier, data: ImageData, batch_size: int = 4096) -> float:
+    """Fraction of ``data`` classified correctly (eval mode, no noise)."""
+    if len(data) == 0:
+        raise ValueError("cannot compute accuracy on an empty dataset.")
+    return float((model.predict(data.images, batch_size) == data.labels).float().mean())
+
+
+def _save_checkpoint(path: Path, model: BilinearClassifier, opt: torch.optim.Optimizer, epoch: int,
+                     history: List[Dict[str, float]], cfg: TrainConfig, gen: torch.Generator) -> None:
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "history": history,
+             "train_config": asdict(cfg), "model_config": asdict(model.cfg), "generator": gen.get_state(),
+             "torch_rng": torch.get_rng_state()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train(model: BilinearClassifier, train_data: ImageData, cfg: TrainConfig,
+          test_data: Optional[ImageData] = None, checkpoint: Optional[Union[str, Path]] = None,
+          progress: bool = True) -> TrainResult:
+    """Train ``model`` in place for ``cfg.epochs`` epochs (resuming from ``checkpoint`` if present).
+
+    Returns the per-epoch history (``train_loss``, ``test_accuracy`` when ``test_data`` is given).
+    """
+    if len(train_data) == 0:
+        raise ValueError("the training set is empty.")
+    if train_data.images.shape[1] != model.cfg.d_input:
+        raise ValueError(f"training images have {train_data.images.shape[1]} pixels but the model expects "
+                         f"{model.cfg.d_input} ({model.cfg.image_size}x{model.cfg.image_size}).")
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n = len(train_data)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    history: List[Dict[str, float]] = []
+    start_epoch = 0
+    ckpt_path = Path(checkpoint) if checkpoint is not None else None
+    if ckpt_path is not None and ckpt_path.is_file():
+        state = torch.load(ckpt_path, weights_only=False)
+        if state["train_config"] != asdict(cfg) or state["model_config"] != asdict(model.cfg):
+            raise ValueError(f"checkpoint {ckpt_path} was written with other settings; delete it or use another "
+                             "output folder to start afresh.")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch, history = int(state["epoch"]), list(state["history"])
+    t0 = time.perf_counter()
+    bar = tqdm(total=total, initial=start_epoch * steps_per_epoch, desc="train", unit="step",
+               disable=not progress, leave=False)
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        loss_sum, count = 0.0, 0
+        for i in range(steps_per_epoch):
+            step = epoch * steps_per_epoch + i
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * lr_factor(step, total, cfg.warmup_steps)
+            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            loss = F.cross_entropy(model(train_data.images[idx]), train_data.labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach()) * len(idx)
+            count += len(idx)
+            bar.update(1)
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / count}
+        if test_data is not None:
+            record["test_accuracy"] = accuracy(model, test_data)
+        history.append(record)
+        bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
+        if ckpt_path is not None:
+            _save_checkpoint(ckpt_path, model, opt, epoch + 1, history, cfg, gen)
+    bar.close()
+    model.eval()
+    return TrainResult(history, time.perf_counter() - t0, start_epoch)
