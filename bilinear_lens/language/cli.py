@@ -38,7 +38,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--vocab", type=int, default=_default("vocab_size"),
                    help="tokenizer vocabulary size (when the tokenizer is trained here)")
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--tokens", type=int, default=None, help="training tokens (default: 1 epoch)")
+    budget.add_argument("--tokens", type=int, default=None, help="training tokens (default: 1,200,000)")
     budget.add_argument("--epochs", type=float, default=None, help="training epochs")
     p.add_argument("--lr", type=float, default=_default("lr"))
     p.add_argument("--batch", type=int, default=_default("batch_size"), help="blocks per step")
@@ -46,7 +46,8 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=_default("seed"))
     p.add_argument("--eval-every", type=int, default=_default("eval_every"), help="steps")
     p.add_argument("--checkpoint-every", type=int, default=_default("checkpoint_every"), help="steps")
-    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--threads", type=int, default=_default("num_threads"),
+                   help="torch threads (0: torch's default; 1 is fastest on a shared machine)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="delete the run in --out and start again")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -60,7 +61,7 @@ def config_from_args(args: argparse.Namespace) -> LMTrainConfig:
         n_ctx=args.ctx, vocab_size=args.vocab, tokenizer=args.tokenizer, lr=args.lr,
         batch_size=args.batch, max_tokens=args.tokens, epochs=args.epochs, seed=args.seed,
         eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
-        num_threads=args.threads, resume=args.resume, overwrite=args.overwrite,
+        num_threads=args.threads or None, resume=args.resume, overwrite=args.overwrite,
         progress=not args.no_progress,
     )
 
