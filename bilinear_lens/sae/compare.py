@@ -121,6 +121,7 @@ class LowRank:
     n_active: Int[Tensor, "n"]
     values: Float[Tensor, "n k_max"]
     vectors: Float[Tensor, "n n_keep d"]
+    d: int = 0  # size of the interaction matrices: k >= d is the exact quadratic form
 
     def summary(self, threshold: float = 0.75) -> Dict[str, Any]:
         """``{"k", "mean", "frac_above_0.75", "median", "n_features"}`` (NaN correlations skipped)."""
@@ -132,7 +133,7 @@ class LowRank:
         frac = [float((self.corr[:, j][ok[:, j]] > threshold).float().mean()) if ok[:, j].any()
                 else float("nan") for j in range(len(self.ks))]
         return {"k": list(self.ks), "mean": mean, f"frac_above_{threshold}": frac, "median": med,
-                "n_features": int(len(self.features))}
+                "n_features": int(len(self.features)), "d": self.d}
 
 
 def _pearson(s: Dict[str, Tensor]) -> Tensor:
@@ -198,7 +199,7 @@ def lowrank_correlation(
     empty = torch.zeros(0, len(ks))
     return LowRank(ks, features, torch.cat(corr) if corr else empty, n_active[features],
                    torch.cat(values) if values else torch.zeros(0, k_max),
-                   torch.cat(vectors) if vectors else torch.zeros(0, n_keep, d))
+                   torch.cat(vectors) if vectors else torch.zeros(0, n_keep, d), d)
 
 
 def feature_interactions(model: Any, layer: int, sae_in: Any, directions: Float[Tensor, "n d_model"]

@@ -78,7 +78,10 @@ def _lowrank(m: Dict[str, Any]) -> str:
             "matrix of the feature's encoder direction) and the feature's activation, over the tokens where it is active.</p>"
             f'<table><tr><th class="l">k</th>{head}</tr><tr><th class="l">mean r</th>{mean}</tr>'
             f'<tr><th class="l">fraction r &gt; 0.75</th>{frac}</tr></table>'
-            '<p class="note">Paper (Pearce et al. 2025, §5.2): mean ≈ 0.65 with one eigenvector, most features above '
+            + (f'<p class="note">k ≥ {lr["d"]} (the size of Q) is the exact quadratic form: there r = 1 up to '
+               "the SAE's encoder bias and TopK selection, which only shift or zero the activation.</p>"
+               if lr.get("d") and max(lr["k"]) >= lr["d"] else "")
+            + '<p class="note">Paper (Pearce et al. 2025, §5.2): mean ≈ 0.65 with one eigenvector, most features above '
             "0.75 with two; a third-party reproduction found 32–65 % above 0.75.</p>" + imgs)
 
 
