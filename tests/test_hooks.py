@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from conftest import tiny_cfg
@@ -229,3 +231,24 @@ def test_edits_under_no_grad_and_inference_mode(mode):
     change = (saved[MLP_OUT] - cache[MLP_OUT]) @ D.T
     torch.testing.assert_close(change[..., 0], -cache[HOOK_EIG][..., 0, 0], rtol=0, atol=1e-10)
     torch.testing.assert_close(change[..., 1:], torch.zeros_like(change[..., 1:]), rtol=0, atol=1e-10)
+
+
+def test_dependent_directions_warn_on_edit_only():
+    model = model64()
+    u = directions(1)
+    eig = bl.eigendecompose(model, L, torch.cat([u, 2 * u]))  # rank 1: D pinv(D) is a projection, not I
+    saved = {}
+
+    def save(value, hook):
+        saved[hook.name] = value.detach().clone()
+
+    with bl.attach_eigenvectors(model, L, eig):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # caching only: no warning
+            model.run_with_cache(tokens(), names_filter=[HOOK_EIG, MLP_OUT])
+        with pytest.warns(UserWarning, match="linearly dependent"):
+            model.run_with_hooks(tokens(), fwd_hooks=[(HOOK_EIG, lambda v, hook: torch.zeros_like(v)),
+                                                      (MLP_OUT, save)])
+    # zeroing both (consistent) sums still removes the output along u exactly: least squares is exact here
+    along = saved[MLP_OUT] @ u[0]
+    torch.testing.assert_close(along, torch.zeros_like(along), rtol=0, atol=1e-10)

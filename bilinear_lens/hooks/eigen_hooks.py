@@ -39,7 +39,7 @@ from transformer_lens.hook_points import HookPoint
 
 from bilinear_lens.components.bilinear_mlp import BilinearMLP
 from bilinear_lens.decomposition.eigen import Eigendecomposition
-from bilinear_lens.decomposition.interaction import interaction_matvec, output_scales
+from bilinear_lens.decomposition.interaction import output_scales
 from bilinear_lens.decomposition.weights import bilinear_layer, bilinear_weights
 
 _global_hooks = torch.nn.modules.module
@@ -56,6 +56,24 @@ def _hook_is_idle(hook: Any) -> bool:
         and not getattr(_global_hooks, "_global_forward_pre_hooks", None)
         and not getattr(_global_hooks, "_global_backward_hooks", None)
     )
+
+
+def pinv_transpose(directions: Float[Tensor, "n d_model"]) -> tuple:
+    """``(pinv(D)^T [n, d_model], D has full row rank)``, in float64 through the ``[n, n]`` Gram matrix.
+
+    ``pinv(D)^T = (D D^T)^+ D``; eigenvalues of ``D D^T`` below ``n eps`` of the largest count as zero.
+    """
+    d64 = directions.detach().to(torch.float64)
+    n, d_model = d64.shape
+    if n > d_model:  # more directions than dimensions: never full rank, use the SVD
+        u, sv, vh = torch.linalg.svd(d64, full_matrices=False)
+        keep = sv > sv.max().clamp_min(1e-300) * n * torch.finfo(torch.float64).eps
+        inv = torch.where(keep, 1.0 / sv.clamp_min(1e-300), torch.zeros_like(sv))
+        return (u * inv) @ vh, False
+    evals, evecs = torch.linalg.eigh(d64 @ d64.T)
+    keep = evals > evals.max().clamp_min(1e-300) * max(n, 10) * 10 * torch.finfo(torch.float64).eps
+    inv = torch.where(keep, 1.0 / evals.clamp_min(1e-300), torch.zeros_like(evals))
+    return (evecs * inv) @ evecs.T @ d64, bool(keep.all())
 
 
 def _version(t: Tensor) -> Optional[int]:
@@ -86,14 +104,8 @@ class AttachedEigen:
         self._bias = vectors[..., d_model].reshape(n * k).contiguous() if eig.d == d_model + 1 else None
         self._values: Tensor = eig.values.reshape(n * k).contiguous()
         self._shape = (n, k)
-        # pinv(D)^T [n, d_model] (in float64 for accuracy), and whether D pinv(D) = I holds.
-        d64 = eig.directions.detach().to(torch.float64)
-        u, sv, vh = torch.linalg.svd(d64, full_matrices=False)
-        cutoff = sv.max().clamp_min(1e-300) * max(d64.shape) * torch.finfo(torch.float64).eps
-        keep = sv > cutoff
-        self.full_rank = bool(keep.all()) and n <= d_model
-        inv = torch.where(keep, 1.0 / sv.clamp_min(1e-300), torch.zeros_like(sv))
-        self._pinv_T: Tensor = ((u * inv) @ vh).to(ref)  # (pinv D)^T = U S^-1 Vh
+        self._pinv_T, self.full_rank = pinv_transpose(eig.directions)
+        self._pinv_T = self._pinv_T.to(ref)
         self._directions_T: Tensor = eig.directions.detach().T.contiguous()  # [d_model, n]
         self._warned = False
 
@@ -143,8 +155,8 @@ class AttachedEigen:
 def check_matches_layer(model: Any, layer: int, eig: Eigendecomposition, n_check: int = 8) -> None:
     """Raise if ``eig`` cannot have come from this layer's current (processed) weights.
 
-    Checks widths, then the Rayleigh quotient ``v^T Q v = lambda`` of the top eigenpair of up to
-    ``n_check`` directions (``O(n_check * d * d_mlp)``, implicit ``Q``): this catches
+    Checks widths, then the Rayleigh quotient ``v^T Q v = sum_a s_a (v . w_in_a)(v . w_gate_a) = lambda``
+    of the top eigenpair of up to ``n_check`` directions (``O(n_check * d * d_mlp)``, ``Q`` never formed): this catches
     eigenvectors computed before ``fold_ln``/weight processing or for another layer.
     """
     weights = bilinear_weights(model, layer)
@@ -165,8 +177,8 @@ def check_matches_layer(model: Any, layer: int, eig: Eigendecomposition, n_check
     m = min(n_check, eig.n)
     v = eig.vectors[:m, 0].to(weights.W_out)  # [m, d]
     lam = eig.values[:m, 0].to(weights.W_out)
-    qv = interaction_matvec(weights, output_scales(weights, eig.directions[:m].to(weights.W_out)), v[..., None])
-    rayleigh = (v * qv[..., 0]).sum(-1)
+    s = output_scales(weights, eig.directions[:m].detach().to(weights.W_out))  # [m, d_mlp]
+    rayleigh = ((v @ weights.W_in) * (v @ weights.W_gate) * s).sum(-1)  # v^T Q v, Q never formed
     eps = torch.finfo(weights.W_out.dtype).eps
     tol = max(1e-3, 1e4 * eps) if weights.W_out.dtype != torch.float64 else 1e-6
     scale = lam.abs() + lam.abs().max() * 1e-3 + torch.finfo(weights.W_out.dtype).tiny
