@@ -39,7 +39,7 @@ def add_commands(subparsers: Any) -> None:
                       ("grad_accum", int), ("lr", float), ("weight_decay", float), ("warmup", int),
                       ("min_lr_ratio", float), ("anneal_frac", float), ("grad_clip", float),
                       ("seed", int), ("first_n_layers", int), ("train_limit", int),
-                      ("eval_every", int), ("checkpoint_every", int)):
+                      ("eval_every", int), ("checkpoint_every", int), ("threads", int)):
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=d[name],
                        help=f"default {d[name]}")
     p.add_argument("--lr-decay", choices=("cosine", "constant"), default=d["lr_decay"])

@@ -44,7 +44,7 @@ from bilinear_lens.convert.swap import (check_convertible, convert_to_bilinear,
 
 # Fields that do not change what a run computes (a resumed run may differ in them).
 _NOT_IDENTITY = ("out", "resume", "overwrite", "fail_at_step", "checkpoint_every", "eval_every",
-                 "progress")
+                 "progress", "threads")
 _RUN_FILES = ("run.json", "metrics.json", "checkpoint", ".checkpoint-tmp", ".checkpoint-old", "model")
 
 
@@ -84,6 +84,7 @@ class ConvertConfig:
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
+    threads: Optional[int] = None  # torch CPU threads (1 is fastest on a busy shared CPU)
     fail_at_step: Optional[int] = None  # testing: raise in the middle of this step
 
     def identity(self) -> Dict[str, Any]:
@@ -227,6 +228,8 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
         raise ValueError(f"seq_len={cfg.seq_len} exceeds the model context n_ctx={model.cfg.n_ctx}")
 
     acc = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     texts = load_texts(cfg.data, text_field=cfg.text_field, limit=cfg.train_limit)
     if not texts:
