@@ -32,6 +32,7 @@ def test_hook_points_at_every_step():
     assert torch.allclose(cache["layers.1.hook_in"], cache["hook_resid_0"])
     assert torch.allclose(cache["hook_logits"], logits)
     assert m.bilinear_layers() == list(m.layers)
+    assert bl.BilinearClassifier is BilinearClassifier  # lazily exported by the package
 
 
 def test_pixel_eigenvectors_exact_identities():

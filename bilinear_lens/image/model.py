@@ -7,7 +7,8 @@
 with ``B_L(x) = W_out^T((W_gate^T x + b_gate) * (W_in^T x + b_in)) + b_out`` (biases frozen at 0
 unless ``bias=True``). Training-only regularisation as in the paper (notes §1.3): input noise
 ``x + sigma * N(0, 1)`` on pixels in [0, 1] and latent noise ``x + s * x.std() * N(0, 1)`` after
-every bilinear layer; weight decay lives in the optimiser (:mod:`bilinear_lens.image.train`).
+every bilinear layer (``x.std()`` over the whole batch tensor, detached); weight decay lives in
+the optimiser (:mod:`bilinear_lens.image.train`).
 
 Every bilinear layer is a :class:`~bilinear_lens.BilinearMLP`, exposed by :meth:`bilinear_layers`,
 so the shared decomposition API works unchanged: ``eigendecompose(clf, layer, clf.head.weight)``.
