@@ -252,3 +252,23 @@ def test_dependent_directions_warn_on_edit_only():
     # zeroing both (consistent) sums still removes the output along u exactly: least squares is exact here
     along = saved[MLP_OUT] @ u[0]
     torch.testing.assert_close(along, torch.zeros_like(along), rtol=0, atol=1e-10)
+
+
+def test_run_with_cache_with_saes():
+    sae_lens = pytest.importorskip("sae_lens")
+    from sae_lens.saes.sae import SAEMetadata
+
+    model = model64(cls=sae_lens.HookedSAETransformer)
+    cfg = sae_lens.StandardSAEConfig(d_in=32, d_sae=64, dtype="float64", apply_b_dec_to_input=False,
+                                     metadata=SAEMetadata(hook_name=MLP_OUT, hook_head_index=None))
+    sae = sae_lens.StandardSAE(cfg)
+    eig = bl.eigendecompose(model, L, directions())
+    before = hook_state(model)
+    with bl.attach_eigenvectors(model, L, eig):
+        _, cache = model.run_with_cache_with_saes(tokens(), saes=[sae], use_error_term=True)
+    assert f"{MLP_OUT}.hook_sae_acts_post" in cache.cache_dict
+    torch.testing.assert_close(cache[HOOK_EIG], eig.activations(cache[HOOK_IN]), rtol=0, atol=1e-12)
+    # SAELens itself swaps the HookPoint object at the SAE's hook (blocks.1.hook_mlp_out); compare names
+    after = hook_state(model)
+    assert (set(after[0]), set(after[1]), after[2], after[3]) == (set(before[0]), set(before[1]), before[2], before[3])
+    assert model.hook_dict[HOOK_EIG] is before[0][HOOK_EIG] and model.blocks[L].mlp.eigen is None
