@@ -89,3 +89,19 @@ def test_bad_k_and_sweep():
     assert [k for k, _ in results] == [0, 2, 32]
     assert results[-1][1] == pytest.approx(clean, abs=1e-10)
     assert results[0][1] != pytest.approx(clean, abs=1e-6)
+
+
+def test_edit_with_given_post_equals_recomputed():
+    from transformer_lens.hook_points import HookPoint
+
+    from bilinear_lens.hooks import AttachedEigen
+
+    model = model64(bias=True)
+    mlp = model.blocks[L].mlp
+    attached = AttachedEigen(bl.eigendecompose(model, L, directions()).truncate(3), mlp, replace=True)
+    x = torch.randn(5, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    post = (x @ mlp.W_gate + mlp.b_gate) * (x @ mlp.W_in + mlp.b_in)
+    hook = HookPoint()
+    delta = attached.edit(x, hook)
+    torch.testing.assert_close(attached.edit(x, hook, post=post), delta, rtol=0, atol=1e-12)
+    assert delta.abs().max() > 1e-3  # truncating to 3 of 33 eigenvectors does change the output

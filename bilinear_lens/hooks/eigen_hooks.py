@@ -114,14 +114,18 @@ class AttachedEigen:
         proj = F.linear(x, self._weight, self._bias)
         return proj.square().mul_(self._values).unflatten(-1, self._shape)
 
-    def _full(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... n"]:
-        """``x'^T Q(u_j) x' = u_j . (MLP(x) - b_out)`` from the layer's current weights."""
+    def _full(self, x: Float[Tensor, "... d_model"], post: Optional[Tensor] = None) -> Float[Tensor, "... n"]:
+        """``x'^T Q(u_j) x' = u_j . (MLP(x) - b_out) = (W_out u_j) . post``, recomputing ``post`` if not given."""
         W_in, W_gate, W_out, b_in, b_gate = self.mlp_ref
-        post = (x @ W_gate + b_gate) * (x @ W_in + b_in)
+        if post is None:
+            post = (x @ W_gate + b_gate) * (x @ W_in + b_in)
         return post @ (W_out @ self._directions_T)
 
-    def edit(self, x: Float[Tensor, "... d_model"], hook: Any) -> Union[Tensor, float]:
-        """Fire ``hook`` on the eigenvector activations; return the implied change of MLP output."""
+    def edit(self, x: Float[Tensor, "... d_model"], hook: Any, post: Optional[Tensor] = None) -> Union[Tensor, float]:
+        """Fire ``hook`` on the eigenvector activations; return the implied change of MLP output.
+
+        ``post``: the layer's ``hook_post`` value, if the caller has it (saves recomputing it for truncation).
+        """
         if not self.replace and _hook_is_idle(hook):
             return 0.0
         acts = self.activations(x)
@@ -141,7 +145,7 @@ class AttachedEigen:
                 f"it must keep the eigenvector-activation shape {tuple(acts.shape)} [..., n, k]."
             )
         target = edited.sum(-1)
-        delta = target - (self._full(x) if self.replace else before)
+        delta = target - (self._full(x, post) if self.replace else before)
         if not self.full_rank and not self._warned:
             self._warned = True
             warnings.warn(
