@@ -150,3 +150,25 @@ def test_cli_reports_clear_error_for_a_bilinear_model(tmp_path, capsys, tiny_bil
                "--no-progress"])
     assert rc == 1
     assert "already bilinear" in capsys.readouterr().err
+
+
+def test_gradient_accumulation_matches_the_large_batch(tmp_path, tokenizer):
+    one = run_convert(config(tmp_path, "acc1", tokens=3 * 4 * 16, distill=0.0), model=tiny_swiglu(),
+                      tokenizer=tokenizer)
+    two = run_convert(config(tmp_path, "acc2", tokens=3 * 4 * 16, distill=0.0, batch_size=2, grad_accum=2),
+                      model=tiny_swiglu(), tokenizer=tokenizer)
+    assert one["steps"] == two["steps"] == 3
+    a, b = final_params(tmp_path / "acc1"), final_params(tmp_path / "acc2")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+def test_bf16_and_gradient_checkpointing_run(tmp_path, tokenizer):
+    model = tiny_swiglu()
+    before = {k: v.clone() for k, v in model.state_dict().items() if "W_" in k}
+    m = run_convert(config(tmp_path, "bf", tokens=2 * 4 * 16, bf16=True, grad_checkpointing=True),
+                    model=model, tokenizer=tokenizer)
+    assert all(torch.isfinite(torch.tensor(h["train_ce"])) for h in m["history"])
+    assert model.blocks[0].mlp.W_in.dtype == torch.float32  # master weights stay float32
+    changed = [k for k, v in model.state_dict().items() if k in before and not torch.equal(v, before[k])]
+    assert "blocks.0.mlp.W_gate" in changed and "blocks.1.attn.W_Q" in changed

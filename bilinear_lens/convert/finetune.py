@@ -210,8 +210,6 @@ def _save_checkpoint(acc: Any, out: Path) -> None:
 
 def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) -> Dict[str, Any]:
     """Run (or resume) one conversion; returns the metrics also written to ``out/metrics.json``."""
-    from accelerate import Accelerator
-
     if cfg.mode not in ("bilinear", "baseline"):
         raise ValueError(f"mode={cfg.mode!r}; use 'bilinear' or 'baseline'")
     if not 0.0 <= cfg.distill < 1.0:
@@ -227,7 +225,7 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
     if cfg.seq_len > model.cfg.n_ctx:
         raise ValueError(f"seq_len={cfg.seq_len} exceeds the model context n_ctx={model.cfg.n_ctx}")
 
-    acc = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no")
+    acc = _accelerator("bf16" if cfg.bf16 else "no")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -365,6 +363,17 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
         _atomic_json(out / "metrics.json", metrics)
     acc.wait_for_everyone()
     return metrics
+
+
+def _accelerator(mixed_precision: str) -> Any:
+    """An ``Accelerator``; in a single process, a previous run's settings (accelerate keeps one
+    global state per process) are reset so that several runs can differ in precision."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    if AcceleratorState._shared_state and PartialState().num_processes == 1:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=mixed_precision)
 
 
 class _nullcontext:
