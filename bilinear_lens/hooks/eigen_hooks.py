@@ -61,7 +61,7 @@ def _hook_is_idle(hook: Any) -> bool:
 def pinv_transpose(directions: Float[Tensor, "n d_model"]) -> tuple:
     """``(pinv(D)^T [n, d_model], D has full row rank)``, in float64 through the ``[n, n]`` Gram matrix.
 
-    ``pinv(D)^T = (D D^T)^+ D``; eigenvalues of ``D D^T`` below ``n eps`` of the largest count as zero.
+    ``pinv(D)^T = (D D^T)^+ D``; eigenvalues of ``D D^T`` below ``10 max(n, 10) eps`` of the largest count as zero.
     """
     d64 = directions.detach().to(torch.float64)
     n, d_model = d64.shape
