@@ -126,5 +126,5 @@ class BilinearMLP(nn.Module):
         post = self.hook_post(pre * pre_linear)
         out = F.linear(post, self.W_out.T.contiguous(), self.b_out)
         if self.eigen is not None:
-            out = out + self.eigen.edit(x, self.hook_eig)
+            out = out + self.eigen.edit(x, self.hook_eig, post=post)
         return out
