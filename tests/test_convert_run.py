@@ -172,3 +172,29 @@ def test_bf16_and_gradient_checkpointing_run(tmp_path, tokenizer):
     assert model.blocks[0].mlp.W_in.dtype == torch.float32  # master weights stay float32
     changed = [k for k, v in model.state_dict().items() if k in before and not torch.equal(v, before[k])]
     assert "blocks.0.mlp.W_gate" in changed and "blocks.1.attn.W_Q" in changed
+
+
+def test_offline_dataset_name_gives_a_clear_error(monkeypatch):
+    from bilinear_lens.convert.data import load_texts
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="neither a local file nor a loadable Hugging Face dataset"):
+        load_texts("someone/no-such-dataset-xyz")
+
+
+def test_cli_arguments_map_onto_the_config():
+    import argparse
+
+    from bilinear_lens.convert.cli import add_commands, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["convert", "--model", "m", "--data", "d", "--out", "o", "--baseline",
+                              "--distill", "--tokens", "1000", "--anneal-frac", "0.5", "--grad-accum", "4",
+                              "--bf16", "--threads", "1"])
+    cfg = config_from_args(args)
+    assert (cfg.mode, cfg.distill, cfg.tokens, cfg.anneal_frac, cfg.grad_accum, cfg.bf16, cfg.threads) == (
+        "baseline", 0.5, 1000, 0.5, 4, True, 1)
+    assert config_from_args(parser.parse_args(["convert", "--model", "m", "--data", "d", "--out", "o"])).mode \
+        == "bilinear"
