@@ -119,7 +119,11 @@ def test_refuses_foreign_output_folder(finished, data, tmp_path):
 
 def test_overwrite_replaces_run(data, tmp_path):
     out = tmp_path / "lm"
-    train_lm(tiny(data, out, max_tokens=4 * 32 * 2))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    train_lm(tiny(data, out, max_tokens=4 * 32 * 2))  # trains with num_threads=1 ...
+    assert torch.get_num_threads() == 2  # ... and restores the caller's setting
+    torch.set_num_threads(before)
     result = train_lm(tiny(data, out, mlp="swiglu", max_tokens=4 * 32 * 2, overwrite=True))
     assert result["mlp"] == "swiglu"
     assert json.loads((out / "model" / "config.json").read_text())["hidden_act"] == "silu"

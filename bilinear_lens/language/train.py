@@ -185,9 +185,17 @@ def train_lm(cfg: LMTrainConfig) -> Dict[str, Any]:
     ``HookedTransformer.from_pretrained`` and ``transformers.AutoModelForCausalLM``.
     """
     cfg.check()
-    out = Path(cfg.out)
+    threads = torch.get_num_threads()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    try:
+        return _train(cfg)
+    finally:
+        torch.set_num_threads(threads)  # the caller's setting
+
+
+def _train(cfg: LMTrainConfig) -> Dict[str, Any]:
+    out = Path(cfg.out)
     for source in (cfg.train_data, cfg.val_data):
         if source is not None:
             check_source(source)
