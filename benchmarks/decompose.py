@@ -41,9 +41,15 @@ from tqdm.auto import tqdm
 import bilinear_lens  # noqa: F401  (registers the plugin)
 from bilinear_lens.decomposition.eigen import sort_by_magnitude
 from bilinear_lens.decomposition.implicit_synthetic import BilinearStack, trained_like_layer
-from bilinear_lens.decomposition.interaction import interaction_from_weights
-from bilinear_lens.decomposition.interaction import output_scales
-from bilinear_lens.decomposition.lanczos import DEFAULT_TOL, _Operator, _ritz, default_krylov_dim, lanczos_topk_info
+from bilinear_lens.decomposition.interaction import interaction_from_weights, output_scales
+from bilinear_lens.decomposition.lanczos import (
+    DEFAULT_TOL,
+    _Operator,
+    _ritz,
+    default_block_size,
+    default_krylov_dim,
+    lanczos_topk_info,
+)
 from bilinear_lens.decomposition.weights import bilinear_weights
 
 
@@ -169,16 +175,17 @@ def subspace_iteration(weights, u: torch.Tensor, k: int, tol: float, block: int,
 
 
 def compare_solvers(d_model: int, d_mlp: int, n: int, k: int) -> list:
-    """Lanczos with several Krylov sizes vs block subspace iteration, same tolerance (1e-5, float32)."""
+    """Lanczos with several block and Krylov sizes vs block subspace iteration, same tolerance (1e-5, float32)."""
     print(f"\n[solver choice at {d_model} x {d_mlp}] ...", flush=True)
     w = bilinear_weights(BilinearStack([trained_like_layer(d_model, d_mlp, dtype=torch.float32)]), 0)
     u = directions(n, d_model)
     ref_vals = reference(w, u, k)[0]
     rows = []
-    for m in (32, 48, 64, 96):
+    default = (default_block_size(n), default_krylov_dim(k, w.d))
+    for b, m in ((1, 32), (1, 48), (1, 64), (2, 48), (4, 48), (4, 64), (8, 64)):
         with Timer() as t:
-            vals, _, info = lanczos_topk_info(w, u, k, krylov_dim=m)
-        rows.append(dict(solver=f"Lanczos m={m}" + (" (default)" if m == default_krylov_dim(k, w.d) else ""),
+            vals, _, info = lanczos_topk_info(w, u, k, krylov_dim=m, block_size=b)
+        rows.append(dict(solver=f"Lanczos block {b}, m={m}" + (" (default)" if (b, m) == default else ""),
                          cpu_s=t.cpu, matvecs=float(info.matvecs.float().mean()), err=rel_err(vals, ref_vals)))
     for block in (2 * k, 3 * k):
         with Timer() as t:
@@ -225,6 +232,35 @@ def bench_hooks(d_model: int, d_mlp: int, batch: int, seq: int, n: int, k: int, 
                 ratio_cpu=med["attached"][0] / med["plain"][0], ratio_wall=med["attached"][1] / med["plain"][1])
 
 
+def plot(rows: list, path: Path) -> None:
+    """Stacked bars of CPU seconds per size: reference (form Q + eigh) vs implicit, log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.4), dpi=110)
+    labels = [f"{r['d_model']} x {r['d_mlp']}" for r in rows]
+    x = torch.arange(len(rows)).float()
+    ax.bar(x - 0.2, [r["cpu_form_s"] for r in rows], 0.38, label="reference: form Q (einsum)", color="#9ecae1")
+    ax.bar(x - 0.2, [r["cpu_eigh_s"] for r in rows], 0.38, bottom=[r["cpu_form_s"] for r in rows],
+           label="reference: dense eigh", color="#3182bd")
+    ax.bar(x + 0.2, [r["cpu_implicit_s"] for r in rows], 0.38, label="implicit Lanczos top-k", color="#e6550d")
+    for i, r in enumerate(rows):
+        ax.text(i + 0.2, r["cpu_implicit_s"] * 1.15, f"{r['ratio_cpu']:.1f}x", ha="center", fontsize=9)
+    ax.set_xticks(x.tolist(), labels)
+    ax.set_yscale("log")
+    ax.set_ylabel("CPU seconds (1 thread)")
+    ax.set_title(f"top-{rows[0]['k']} eigenpairs of {rows[0]['n']} interaction matrices, float32", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp)
+    os.replace(tmp, path)
+    print(f"figure: {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes only (minutes on 2 cores)")
@@ -240,6 +276,7 @@ def main() -> None:
     parser.add_argument("--skip-hooks", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/decompose.json"))
     parser.add_argument("--resume", action="store_true", help="reuse rows already in --out")
+    parser.add_argument("--plot", type=Path, default=None, help="write a bar chart of the timings (PNG)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sizes = args.sizes or ("256x1024,512x2048" if args.quick else "512x2048,2048x5632")
@@ -287,6 +324,8 @@ def main() -> None:
         print("| solver | CPU s | matvecs/direction | max rel err vs dense |\n|---|---|---|---|")
         for r in results["solvers"]["rows"]:
             print(f"| {r['solver']} | {r['cpu_s']:.2f} | {r['matvecs']:.0f} | {r['err']:.1e} |")
+    if args.plot:
+        plot([rows[f"{d}x{m}/n{args.n}/k{args.k}"] for d, m in sizes], args.plot)
     print(f"\nraw results: {args.out}")
 
 

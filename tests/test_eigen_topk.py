@@ -127,11 +127,24 @@ def test_deterministic_and_seed_independent():
     torch.testing.assert_close(c_vals, a.values, rtol=1e-5, atol=1e-7)
 
 
-def test_exhausted_krylov_space_low_rank_and_full_width():
+@pytest.mark.parametrize("block_size", [1, 2, 3, 5])
+def test_block_sizes_agree_with_dense(block_size):
+    model = stack(d_model=96, d_mlp=160)
+    u = unit_directions(3, 96, torch.float64)
+    vals, vecs, info = lanczos_topk_info(bilinear_weights(model, 0), u, 6, block_size=block_size, krylov_dim=30)
+    ref_vals, ref_vecs, _ = dense_reference(model, u, 6)
+    assert info.block_size == block_size and info.krylov_dim % block_size == 0
+    assert (info.krylov_dim - info.keep) % block_size == 0 and info.keep >= 6
+    torch.testing.assert_close(vals, ref_vals, rtol=1e-10, atol=1e-13)
+    assert bool(info.converged.all()) and info.residuals.max() <= 10 * info.tol
+
+
+@pytest.mark.parametrize("block_size", [1, 4])
+def test_exhausted_krylov_space_low_rank_and_full_width(block_size):
     # d_mlp = 3 neurons: every Q has rank <= 6 < k, so Lanczos must restart from fresh vectors
-    model = stack(d_model=40, d_mlp=3, dtype=torch.float64)
-    u = unit_directions(2, 40, torch.float64)
-    vals, vecs = lanczos_topk(bilinear_weights(model, 0), u, 10)
+    model = stack(d_model=80, d_mlp=3, dtype=torch.float64)
+    u = unit_directions(2, 80, torch.float64)
+    vals, vecs = lanczos_topk(bilinear_weights(model, 0), u, 10, block_size=block_size)
     ref_vals, _, _ = dense_reference(model, u, 10)
     assert torch.isfinite(vecs).all()
     torch.testing.assert_close(vals[:, :6], ref_vals[:, :6], rtol=1e-10, atol=1e-13)
@@ -139,7 +152,7 @@ def test_exhausted_krylov_space_low_rank_and_full_width():
     # krylov_dim = d: one cycle spans the whole space
     model = stack(d_model=20, d_mlp=30, dtype=torch.float64)
     u = unit_directions(2, 20, torch.float64)
-    vals, _ = lanczos_topk(bilinear_weights(model, 0), u, 15)
+    vals, _ = lanczos_topk(bilinear_weights(model, 0), u, 15, block_size=block_size)
     torch.testing.assert_close(vals, dense_reference(model, u, 15)[0], rtol=1e-9, atol=1e-13)
 
 
