@@ -84,10 +84,10 @@ def matching_hist(eigen: np.ndarray, random: np.ndarray, path: Union[str, Path],
     """Max ``|cos|`` of eigenvectors with input-SAE decoder rows, against random directions."""
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
     bins = np.linspace(0, 1, 26)
-    ax.hist(eigen, bins=bins, alpha=0.6, label=f"eigenvectors (mean {eigen.mean():.2f})")
+    ax.hist(eigen, bins=bins, alpha=0.6, label=f"top eigenvector per feature (mean {eigen.mean():.2f})")
     ax.hist(random, bins=bins, alpha=0.6, label=f"random directions (mean {random.mean():.2f})")
     ax.set_xlabel("max |cos| with an input-SAE decoder direction")
     ax.set_ylabel("vectors")
     ax.legend(fontsize=8)
-    ax.set_title("Do eigenvectors look like SAE features?")
+    ax.set_title("Do eigenvectors look like input-SAE features?")
     return _save(fig, path)

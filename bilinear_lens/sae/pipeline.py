@@ -75,13 +75,14 @@ def _side_by_side(model: Any, layer: int, u: Tensor, title: str, acts: Any, sae_
     eact = eig.activations(acts.x)[:, 0, :]  # [M, n_eig]
     D = torch.nn.functional.normalize(sae_in.W_dec.detach().float(), dim=-1)
     cos = eig.vectors[0].float()[:, :D.shape[1]] @ D.T  # [n_eig, d_sae_in]
+    alive = (acts.z_in > 0).any(0).float()  # align with input features that fire on these tokens
     item: Dict[str, Any] = {"title": title, "feature": feature, "eigenvectors": []}
     if feature is not None:
         item["contexts"] = _contexts(acts.z_out[:, feature], acts, tokenizer, cfg.n_contexts)
     for i in range(eig.k):
         lam = float(eig.values[0, i])
         sign = 1.0 if lam >= 0 else -1.0
-        best = cos[i].abs().argsort(descending=True)[:cfg.n_align]
+        best = (cos[i].abs() * alive).argsort(descending=True)[:cfg.n_align]
         item["eigenvectors"].append({
             "rank": i + 1, "eigenvalue": lam,
             "contexts": _contexts(sign * eact[:, i], acts, tokenizer, cfg.n_contexts),
