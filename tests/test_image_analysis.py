@@ -64,8 +64,9 @@ def test_top_activating_matches_brute_force():
 
 def test_decompose_two_layers_tree_and_pixels():
     m = _model(n_layers=2)
-    dec = decompose_classifier(m, n_pixels=4, tree_k=2)
-    assert dec.eig.layer == 1 and dec.pixels.shape == (4, 4, 784)
+    dec = decompose_classifier(m, tree_k=2)
+    assert dec.eig.layer == 1 and dec.pixels.shape == (4, 2, 784)
+    assert torch.equal(dec.signed[:, 0], dec.eig.values.argmax(1)) and torch.equal(dec.signed[:, 1], dec.eig.values.argmin(1))
     assert dec.tree is not None and len(dec.tree.roots) == 4 * 2
     assert all(len(node.children) == 2 and node.children[0].layer == 0 for node in dec.tree.roots)
     # tree identity: a root eigenvector's children reproduce v . (layer-0 output) (full spectrum)
@@ -101,3 +102,15 @@ def test_training_learns_and_resumes(tmp_path):
 def test_abs_cosine_sign_invariant():
     a = torch.randn(3, 20)
     assert torch.allclose(abs_cosine(a, -2 * a), torch.ones(3, dtype=torch.float64))
+
+
+def test_decompose_one_layer_pixels_are_extreme_eigenvectors():
+    m = _model()
+    dec = decompose_classifier(m)
+    assert dec.tree is None and dec.pixels.shape == (4, 2, 784)
+    rows = torch.arange(4)
+    most_pos = dec.eig.vectors[rows, dec.eig.values.argmax(1)]
+    most_neg = dec.eig.vectors[rows, dec.eig.values.argmin(1)]
+    assert torch.allclose(dec.pixels[:, 0], most_pos @ m.W_e.detach())
+    assert torch.allclose(dec.pixels[:, 1], most_neg @ m.W_e.detach())
+    assert dec.hosvd.r >= 1 and dec.seconds["total"] >= dec.seconds["eigendecompose"]

@@ -34,15 +34,16 @@ class ClassDecomposition:
     """Everything the report draws, computed once from a trained classifier.
 
     ``eig``: eigendecomposition of the last layer for the head rows (``values [C, d]``,
-    ``vectors [C, d, d]``); ``pixels``: ``[C, P, 784]`` pixel patterns of the top-``P`` eigenvectors
-    per class (``W_e^T v`` for one layer; for deeper models the layer-0 eigenvector with the largest
-    ``|lambda|`` under each last-layer eigenvector, following ``tree``); ``tree``: ``eigen_tree`` of
+    ``vectors [C, d, d]``); ``signed``: ``[C, 2]`` ranks of each class's most positive and most
+    negative eigenvalue; ``pixels``: ``[C, 2, 784]`` those two eigenvectors as pixel patterns
+    (``W_e^T v`` for one layer; for deeper models see :func:`deep_pixels`); ``tree``: ``eigen_tree`` of
     the head rows (``None`` for one layer); ``hosvd``: of the last layer over the head rows;
     ``seconds``: wall time of the decomposition.
     """
 
     eig: Eigendecomposition
-    pixels: Float[Tensor, "C P d_input"]
+    signed: Int[Tensor, "C 2"]
+    pixels: Float[Tensor, "C 2 d_input"]
     tree: Optional[EigenTree]
     hosvd: HOSVD
     seconds: Dict[str, float]
@@ -52,40 +53,56 @@ def last_layer(model: BilinearClassifier) -> int:
     return model.cfg.n_layers - 1
 
 
-def decompose_classifier(model: BilinearClassifier, n_pixels: int = 8, tree_k: int = 3) -> ClassDecomposition:
+def signed_extremes(values: Float[Tensor, "n k"]) -> Int[Tensor, "n 2"]:
+    """Ranks of the most positive and the most negative eigenvalue of each direction."""
+    return torch.stack([values.argmax(-1), values.argmin(-1)], dim=-1)
+
+
+def pick(eig: Eigendecomposition, ranks: Int[Tensor, "n R"]) -> Eigendecomposition:
+    """The eigenpairs ``ranks[j]`` of each direction ``j`` (``values [n, R]``, ``vectors [n, R, d]``)."""
+    rows = torch.arange(eig.n)[:, None]
+    return Eigendecomposition(eig.values[rows, ranks], eig.vectors[rows, ranks], eig.directions, eig.layer,
+                              eig.homogeneous)
+
+
+def to_pixels(model: BilinearClassifier, eig: Eigendecomposition) -> Float[Tensor, "n k d_input"]:
+    """Pixel patterns of ``eig``'s eigenvectors: ``W_e^T v`` at layer 0, :func:`deep_pixels` above."""
+    if eig.layer == 0:
+        return eigenvector_pixels(model, eig.vectors)
+    return deep_pixels(model, eig.layer, eig.vectors)
+
+
+def decompose_classifier(model: BilinearClassifier, tree_k: int = 3) -> ClassDecomposition:
     """Eigendecompose the last layer along every head row, map to pixels, HOSVD and (deep) tree."""
     L = last_layer(model)
     t = {}
     start = time.perf_counter()
     eig = eigendecompose(model, L, model.head.weight)
     t["eigendecompose"] = time.perf_counter() - start
-    n_pixels = min(n_pixels, eig.k)
+    signed = signed_extremes(eig.values)
+    pixels = to_pixels(model, pick(eig, signed))
     start = time.perf_counter()
     h = hosvd(model, L, directions=model.head.weight, dtype=torch.float64)
     t["hosvd"] = time.perf_counter() - start
     tree = None
-    if model.cfg.n_layers == 1:
-        pixels = eigenvector_pixels(model, eig.vectors[:, :n_pixels])
-    else:
+    if model.cfg.n_layers > 1:
         start = time.perf_counter()
         tree = eigen_tree(model, model.head.weight, depth=model.cfg.n_layers, k=max(tree_k, 1))
         t["eigen_tree"] = time.perf_counter() - start
-        pixels = deep_pixels(model, eig, n_pixels)
     t["total"] = sum(t.values())
-    return ClassDecomposition(eig, pixels, tree, h, t)
+    return ClassDecomposition(eig, signed, pixels, tree, h, t)
 
 
-def deep_pixels(model: BilinearClassifier, eig: Eigendecomposition, n_pixels: int) -> Float[Tensor, "C P d_input"]:
-    """Pixel picture of last-layer eigenvectors of a deep model: follow each one down the layers,
-    using it as the output direction of the layer below and keeping that layer's top-``|lambda|``
-    eigenvector, until layer 0, then ``W_e^T v`` (an illustration, not an exact identity)."""
-    vecs = eig.vectors[:, :n_pixels]  # [C, P, d]
-    C, P, d = vecs.shape
-    flat = vecs.reshape(C * P, d)[:, : model.cfg.d_hidden]
-    for layer in range(eig.layer - 1, -1, -1):
-        sub = eigendecompose(model, layer, flat, k=1, method="dense")
+def deep_pixels(model: BilinearClassifier, layer: int, vectors: Float[Tensor, "... d"]) -> Float[Tensor, "... d_input"]:
+    """Pixel picture of eigenvectors of a deeper layer: follow each one down the layers, using it as
+    the output direction of the layer below and keeping that layer's top-``|lambda|`` eigenvector,
+    until layer 0, then ``W_e^T v`` (an illustration, not an exact identity)."""
+    shape = vectors.shape[:-1]
+    flat = vectors.reshape(-1, vectors.shape[-1])[:, : model.cfg.d_hidden]
+    for below in range(layer - 1, -1, -1):
+        sub = eigendecompose(model, below, flat, k=1, method="dense")
         flat = sub.vectors[:, 0, : model.cfg.d_hidden]
-    return eigenvector_pixels(model, flat).reshape(C, P, -1)
+    return eigenvector_pixels(model, flat).reshape(*shape, -1)
 
 
 @torch.no_grad()
@@ -106,17 +123,8 @@ def top_activating(model: BilinearClassifier, eig: Eigendecomposition, images: T
     """Indices of the ``n_top`` inputs with the largest ``|lambda_ci (v_ci . x)^2|`` for each class
     ``c`` and eigenvector rank ``ranks[c, r]`` (activations at the decomposed layer's ``hook_in``)."""
     x = layer_inputs(model, images, eig.layer)
-    ranks = torch.as_tensor(ranks, dtype=torch.long)
-    rows = torch.arange(eig.n)[:, None]
-    sub = Eigendecomposition(eig.values[rows, ranks], eig.vectors[rows, ranks], eig.directions,
-                             eig.layer, eig.homogeneous)
-    acts = sub.activations(x).abs()  # [N, C, R]
+    acts = pick(eig, torch.as_tensor(ranks, dtype=torch.long)).activations(x).abs()  # [N, C, R]
     return acts.topk(min(n_top, len(images)), dim=0).indices.permute(1, 2, 0)
-
-
-def signed_ranks(values: Float[Tensor, " k"]) -> Dict[str, int]:
-    """Ranks (in ``|lambda|`` order) of the most positive and most negative eigenvalue."""
-    return {"positive": int(values.argmax()), "negative": int(values.argmin())}
 
 
 def truncation_curve(model: BilinearClassifier, eig: Eigendecomposition, data: ImageData,

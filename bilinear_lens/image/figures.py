@@ -61,14 +61,13 @@ def _rgb_gray(image: np.ndarray, size: int) -> np.ndarray:
     return np.repeat(1.0 - np.clip(image.reshape(size, size, 1), 0, 1), 3, axis=2)
 
 
-def eigenvector_figure(values: Tensor, pixels: Tensor, ranks: List[Dict[str, int]], top_inputs: Tensor,
-                       images: Tensor, class_names: Sequence[str], path: PathLike, size: int = 28,
-                       n_inputs: int = 3) -> Path:
+def eigenvector_figure(values: Tensor, pixels: Tensor, top_inputs: Tensor, images: Tensor,
+                       class_names: Sequence[str], path: PathLike, size: int = 28, n_inputs: int = 3) -> Path:
     """Per class (rows): the most positive and most negative eigenvector as pixel patterns, each
     followed by the test inputs with the largest activation ``|lambda (v . x)^2|`` (paper Fig. 2).
 
-    ``values [C, k]``; ``pixels [C, P, 784]`` (rank order); ``ranks[c] = {"positive": i, "negative": j}``
-    (ranks into ``pixels``); ``top_inputs [C, 2, n]`` indices into ``images [N, 784]``. Drawn as one
+    ``values [C, 2]`` and ``pixels [C, 2, 784]``: (most positive, most negative) eigenpair per class;
+    ``top_inputs [C, 2, n]`` indices into ``images [N, 784]``. Drawn as one
     mosaic image (fast even on a loaded machine).
     """
     C = len(class_names)
@@ -81,11 +80,10 @@ def eigenvector_figure(values: Tensor, pixels: Tensor, ranks: List[Dict[str, int
     labels = []
     for c in range(C):
         y = c * (cell + 9) + 9
-        for s, sign in enumerate(("positive", "negative")):
-            r = ranks[c][sign]
+        for s in range(2):
             x0 = s * (block + gap)
-            canvas[y:y + size, x0:x0 + size] = _rgb_pattern(pix[c, r], size)
-            labels.append((x0 + size / 2, y - 1, f"λ={float(values[c, r]):+.2f}"))
+            canvas[y:y + size, x0:x0 + size] = _rgb_pattern(pix[c, s], size)
+            labels.append((x0 + size / 2, y - 1, f"λ={float(values[c, s]):+.2f}"))
             for j in range(n_inputs):
                 x = x0 + (1 + j) * cell
                 canvas[y:y + size, x:x + size] = _rgb_gray(imgs[int(top_inputs[c, s, j])], size)
@@ -164,15 +162,16 @@ def truncation_figure(curve: Dict[str, List[float]], full_accuracy: float, path:
     return _save(fig, path)
 
 
-def hosvd_figure(h: HOSVD, pixels: Tensor, class_names: Sequence[str], path: PathLike, size: int = 28,
-                 n_components: int = 4) -> Path:
+def hosvd_figure(h: HOSVD, values: Tensor, pixels: Tensor, class_names: Sequence[str], path: PathLike,
+                 size: int = 28) -> Path:
     """Top HOSVD components (rows): how each class's logit uses it (``sigma_s a_s[c]``), and the
-    component's most positive and most negative eigenvector as pixel patterns (``pixels [r, P, 784]``)."""
-    r = min(n_components, h.r)
+    component's most positive and most negative eigenvector (``values [r, 2]``) as pixel patterns
+    (``pixels [r, 2, 784]``), for the first ``r = len(values)`` components."""
+    r = min(len(values), h.r)
     fig, axes = plt.subplots(r, 3, figsize=(8, 1.8 * r), gridspec_kw={"width_ratios": [3, 1, 1]})
     axes = np.atleast_2d(axes)
     coef = (h.coefficients * h.singular_values).detach().cpu().numpy()  # [n, r]
-    vals = h.eigen.values.detach().cpu().numpy()
+    vals = values.detach().cpu().numpy()
     pix = pixels.detach().cpu().numpy()
     for s in range(r):
         ax = axes[s, 0]
@@ -182,8 +181,7 @@ def hosvd_figure(h: HOSVD, pixels: Tensor, class_names: Sequence[str], path: Pat
         ax.set_xticklabels(class_names if s == r - 1 else [], fontsize=7, rotation=30)
         ax.set_ylabel(f"σ{s + 1}={float(h.singular_values[s]):.2f}", fontsize=8)
         ax.tick_params(labelsize=7)
-        pos, neg = int(np.argmax(vals[s, : pix.shape[1]])), int(np.argmin(vals[s, : pix.shape[1]]))
-        for j, (i, name) in enumerate(((pos, "top +"), (neg, "top −"))):
+        for j, (i, name) in enumerate(((0, "top +"), (1, "top −"))):
             _pattern(axes[s, 1 + j], pix[s, i], size)
             axes[s, 1 + j].set_title(f"{name} λ={vals[s, i]:+.2f}", fontsize=7, pad=2)
     axes[0, 0].set_title("class coefficients σ_s a_s (logit use of the component)", fontsize=8)

@@ -27,7 +27,9 @@ from bilinear_lens.image import figures
 from bilinear_lens.image.analysis import (
     ClassDecomposition,
     decompose_classifier,
-    signed_ranks,
+    pick,
+    signed_extremes,
+    to_pixels,
     top_activating,
     truncation_curve,
 )
@@ -120,30 +122,24 @@ def _figures(model: BilinearClassifier, dec: ClassDecomposition, split: ImageSpl
     size = split.image_size
     names = split.class_names
     eig = dec.eig
-    ranks = [signed_ranks(eig.values[c, : dec.pixels.shape[1]]) for c in range(eig.n)]
-    signed = torch.tensor([[r["positive"], r["negative"]] for r in ranks])
-    top_inputs = top_activating(model, eig, split.test.images, signed)  # [C, 2, n]
+    top_inputs = top_activating(model, eig, split.test.images, dec.signed)  # [C, 2, n]
     out = {}
-    out["eigenvectors"] = figures.eigenvector_figure(eig.values, dec.pixels, ranks, top_inputs, split.test.images,
-                                                     names, fig_dir / "eigenvectors.png", size)
+    out["eigenvectors"] = figures.eigenvector_figure(pick(eig, dec.signed).values, dec.pixels, top_inputs,
+                                                     split.test.images, names, fig_dir / "eigenvectors.png", size)
     out["spectra"] = figures.spectra_figure(eig.values, names, fig_dir / "spectra.png")
     out["truncation"] = figures.truncation_figure(curve, test_acc, fig_dir / "truncation.png")
     h = dec.hosvd
     n_comp = min(4, h.r)
     heig = h.eigen.select(slice(0, n_comp)).to(dtype=torch.float32)
-    if model.cfg.n_layers == 1:
-        hpix = eigenvector_pixels(model, heig.vectors[:, :8])
-    else:
-        from bilinear_lens.image.analysis import deep_pixels
-
-        hpix = deep_pixels(model, heig, 8)
-    out["hosvd"] = figures.hosvd_figure(h, hpix, names, fig_dir / "hosvd.png", size, n_components=n_comp)
+    hsel = pick(heig, signed_extremes(heig.values))
+    hpix = to_pixels(model, hsel)
+    out["hosvd"] = figures.hosvd_figure(h, hsel.values, hpix, names, fig_dir / "hosvd.png", size)
     if dec.tree is not None:
-        def to_pixels(v: torch.Tensor) -> torch.Tensor:
+        def layer0_pixels(v: torch.Tensor) -> torch.Tensor:
             return eigenvector_pixels(model, v)
 
         if model.cfg.n_layers == 2:
-            out["tree"] = figures.tree_figure(dec.tree, to_pixels, names, fig_dir / "tree.png", size)
+            out["tree"] = figures.tree_figure(dec.tree, layer0_pixels, names, fig_dir / "tree.png", size)
     if history:
         out["training"] = figures.training_figure(history, fig_dir / "training.png")
     return {k: str(Path(v).relative_to(fig_dir.parent)) for k, v in out.items()}
