@@ -48,6 +48,13 @@ def test_cli_two_layers_draws_tree(tmp_path):
     assert "tree" in json.loads((out / "metrics.json").read_text())["figures"]
 
 
+def test_cli_residual_two_layers_runs_without_tree(tmp_path):
+    out = tmp_path / "res"
+    assert main(["mnist", *TINY, "--layers", "2", "--residual", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "tree" not in metrics["figures"] and metrics["config"]["model"]["residual"] is True
+
+
 def test_cli_bad_data_path_is_a_clean_error(tmp_path, capsys):
     assert main(["mnist", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 1
     assert "does not exist" in capsys.readouterr().err

@@ -66,8 +66,11 @@ def pick(eig: Eigendecomposition, ranks: Int[Tensor, "n R"]) -> Eigendecompositi
 
 
 def to_pixels(model: BilinearClassifier, eig: Eigendecomposition) -> Float[Tensor, "n k d_input"]:
-    """Pixel patterns of ``eig``'s eigenvectors: ``W_e^T v`` at layer 0, :func:`deep_pixels` above."""
-    if eig.layer == 0:
+    """Pixel patterns of ``eig``'s eigenvectors: ``W_e^T v`` at layer 0, :func:`deep_pixels` above.
+
+    With residual connections the input of every layer contains ``W_e x`` itself, so ``W_e^T v``
+    (the direct path) is used for every layer."""
+    if eig.layer == 0 or model.cfg.residual:
         return eigenvector_pixels(model, eig.vectors)
     return deep_pixels(model, eig.layer, eig.vectors)
 
@@ -85,7 +88,7 @@ def decompose_classifier(model: BilinearClassifier, tree_k: int = 3) -> ClassDec
     h = hosvd(model, L, directions=model.head.weight, dtype=torch.float64)
     t["hosvd"] = time.perf_counter() - start
     tree = None
-    if model.cfg.n_layers > 1:
+    if model.cfg.n_layers > 1 and not model.cfg.residual:  # trees are exact only without residual
         start = time.perf_counter()
         tree = eigen_tree(model, model.head.weight, depth=model.cfg.n_layers, k=max(tree_k, 1))
         t["eigen_tree"] = time.perf_counter() - start
