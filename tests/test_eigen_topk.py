@@ -241,3 +241,21 @@ def test_swiglu_layer_is_rejected(shared):
         eigendecompose(model, 0, torch.randn(model.cfg.d_model), k=4)
     with pytest.raises(TypeError, match="not a bilinear MLP"):
         eigendecompose(model, 2, torch.randn(model.cfg.d_model))
+
+
+def test_implicit_path_never_forms_q(monkeypatch):
+    import bilinear_lens.decomposition.eigen as eigen_mod
+    import bilinear_lens.decomposition.interaction as interaction_mod
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the implicit solver formed an interaction matrix")
+
+    model = stack(d_model=64, d_mlp=128)
+    u = unit_directions(3, 64, torch.float64)
+    ref_vals = dense_reference(model, u, 5)[0]
+    monkeypatch.setattr(interaction_mod, "interaction_from_weights", forbidden)
+    monkeypatch.setattr(eigen_mod, "interaction_from_weights", forbidden)
+    eig = eigendecompose(model, 0, u, k=5, method="lanczos")
+    torch.testing.assert_close(eig.values, ref_vals, rtol=1e-10, atol=1e-13)
+    with pytest.raises(AssertionError, match="formed an interaction matrix"):
+        eigendecompose(model, 0, u, k=5, method="dense")
