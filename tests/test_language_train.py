@@ -166,3 +166,17 @@ def test_data_order_and_schedule():
     assert lr_factor(0, 100, 10, 0.1) == pytest.approx(0.1)
     assert lr_factor(9, 100, 10, 0.1) == pytest.approx(1.0)
     assert lr_factor(100, 100, 10, 0.1) == pytest.approx(0.1)
+
+
+def test_epochs_and_held_out_validation(data, tmp_path):
+    from bilinear_lens.language.data import load_tokens, token_blocks
+    from bilinear_lens.language.tokenizer import load_tokenizer
+
+    out = tmp_path / "lm"
+    result = train_lm(tiny(data, out, val_data=None, max_tokens=None, epochs=0.5, eval_every=100))
+    tok = load_tokenizer(out / "tokenizer")
+    n_blocks = len(token_blocks(load_tokens(data[0], tok), 32))
+    n_val = int(n_blocks * 0.05)
+    assert n_val >= 1 and result["val_blocks"] == n_val and result["train_blocks"] == n_blocks - n_val
+    assert result["steps"] == round(0.5 * (n_blocks - n_val) / 4)
+    assert [h["step"] for h in result["history"]] == [result["steps"]]  # only the final evaluation
