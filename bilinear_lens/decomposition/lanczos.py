@@ -52,7 +52,7 @@ from bilinear_lens.decomposition.weights import BilinearWeights
 DEFAULT_TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 """Relative Ritz-residual tolerance ``||Q v - lambda v|| <= tol * |lambda_max|`` per dtype."""
 
-PROGRESS_WORK = 2e9
+PROGRESS_WORK = 1e8
 """Show a progress bar when ``n * d * d_mlp`` (work of one matvec sweep, in multiply-adds) exceeds this."""
 
 
