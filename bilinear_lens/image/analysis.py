@@ -140,12 +140,16 @@ def truncation_curve(model: BilinearClassifier, eig: Eigendecomposition, data: I
     return {"k": [k for k, _ in sweep], "accuracy": [a for _, a in sweep]}
 
 
-def top_positive_pixels(model: BilinearClassifier) -> Float[Tensor, "C d_input"]:
-    """Pixel pattern of each class's most positive eigenvector (one-layer models)."""
+def top_positive_pixels(model: BilinearClassifier, n: Optional[int] = None) -> Tensor:
+    """Pixel pattern of each class's most positive eigenvector, ``[C, 784]`` (one-layer models); with
+    ``n``: its ``n`` most positive eigenvectors, ``[C, n, 784]``."""
     if model.cfg.n_layers != 1:
         raise ValueError("top_positive_pixels compares pixel eigenvectors of one-layer classifiers; "
                          f"this one has {model.cfg.n_layers} layers.")
     eig = eigendecompose(model, 0, model.head.weight)
+    if n is not None:
+        idx = eig.values.topk(n, dim=1).indices  # [C, n], most positive first
+        return eigenvector_pixels(model, eig.vectors[torch.arange(eig.n)[:, None], idx])
     idx = eig.values.argmax(dim=1)
     vecs = eig.vectors[torch.arange(eig.n), idx]
     return eigenvector_pixels(model, vecs)
