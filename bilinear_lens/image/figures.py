@@ -204,7 +204,8 @@ def tree_figure(tree: EigenTree, pixel_fn, class_names: Sequence[str], path: Pat
         roots = [node for node in tree.roots if node.path[0] == c][:n_roots]
         rows.extend((c, node) for node in roots)
     k = tree.k
-    fig, axes = plt.subplots(len(rows), k + 1, figsize=(1.25 * (k + 1) + 1.2, 1.3 * len(rows)),
+    height = 1.3 * len(rows) + 0.7
+    fig, axes = plt.subplots(len(rows), k + 1, figsize=(1.25 * (k + 1) + 1.2, height),
                              gridspec_kw={"width_ratios": [1.3] + [1] * k})
     axes = np.atleast_2d(axes)
     for row, (c, node) in enumerate(rows):
@@ -222,7 +223,7 @@ def tree_figure(tree: EigenTree, pixel_fn, class_names: Sequence[str], path: Pat
                 axes[row, 1 + j].axis("off")
     fig.suptitle("Eigenvector tree: each last-layer eigenvector (left) as an output\ndirection of "
                  "layer 0, whose top eigenvectors are drawn in pixels", fontsize=9)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=1 - 0.35 / len(rows), wspace=0.1, hspace=0.4)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=1 - 0.75 / height, wspace=0.1, hspace=0.4)
     return _save(fig, path)
 
 
