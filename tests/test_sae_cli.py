@@ -61,7 +61,7 @@ def test_compare_writes_metrics_and_report(setup):
     out = root / "report"
     rc = main(["compare", "--model", str(root / "model"), "--layer", "1", "--sae-in", str(root / "sae_in"),
                "--sae-out", str(root / "sae_out"), "--data", str(data), "--out", str(out), "--rows", "24",
-               "--context", "32", "--ks", "1,2,4,32"])
+               "--context", "32", "--ks", "1,2,4,32", "--show", "1"])
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     assert {"lowrank_correlation", "interactions", "matching", "side_by_side", "sae"} <= set(m)
@@ -70,7 +70,7 @@ def test_compare_writes_metrics_and_report(setup):
     assert lr["n_features"] > 0
     assert abs(lr["mean"][-1] - 1) < 1e-3  # k = d_model: the quadratic form is exact
     assert m["sae"]["in"]["hook_name"] == "blocks.1.mlp.hook_in" and "l0" in m["sae"]["out"]
-    assert m["side_by_side"][0]["eigenvectors"] and m["interactions"]["features"]
+    assert m["side_by_side"][0]["eigenvectors"] and len(m["interactions"]["features"]) == 1
     page = (out / "index.html").read_text()
     for png in ("lowrank_curve.png", "lowrank_hist.png", "matching.png", m["interactions"]["features"][0]["figure"]):
         assert (out / png).stat().st_size > 1000 and png in page

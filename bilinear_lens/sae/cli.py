@@ -87,7 +87,7 @@ def _compare(args: argparse.Namespace) -> int:
     context = min(args.context, model.cfg.n_ctx)
     tokens = text_blocks(args.data, tokenizer, context, max_rows=args.rows)
     ks = tuple(int(k) for k in args.ks.split(","))
-    cfg = CompareConfig(layer=args.layer, ks=ks, feature=args.feature, token=args.token)
+    cfg = CompareConfig(layer=args.layer, ks=ks, feature=args.feature, token=args.token, n_show=args.show)
     info = {"model": str(args.model), "data": str(args.data), **sae_info(args.sae_in, args.sae_out)}
     metrics = run_compare(model, saes[0], saes[1], tokens, args.out, cfg, tokenizer=tokenizer, info=info)
     lr = metrics["lowrank_correlation"]
@@ -132,4 +132,5 @@ def add_commands(sub: Any) -> None:
     c.add_argument("--ks", default="1,2,4,8,16,32,64", help="comma-separated k for the low-rank curve")
     c.add_argument("--feature", type=int, default=None, help="output feature shown side by side")
     c.add_argument("--token", default=None, help="also decompose this token's output direction")
+    c.add_argument("--show", type=int, default=4, help="output features whose interaction matrices are shown")
     c.set_defaults(func=_compare)

@@ -103,6 +103,8 @@ def run_compare(model: Any, sae_in: Any, sae_out: Any, tokens: Int[Tensor, "n_ro
     from bilinear_lens.sae.report import write_report
 
     L = cfg.layer
+    if cfg.n_show < 1:
+        raise ValueError(f"n_show (--show) must be at least 1, got {cfg.n_show}.")
     check_sae(model, L, sae_in, "in")
     check_sae(model, L, sae_out, "out")
     bos = getattr(tokenizer, "bos_token_id", None)
