@@ -30,7 +30,7 @@ classifiers and a future TransformerBridge component. Like every TransformerLens
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -64,21 +64,21 @@ def _as_config(cfg: Union[Dict[str, Any], Any]) -> Any:
     return cfg
 
 
-class BilinearMLP(nn.Module):
-    """``out = W_out^T ((W_gate^T x + b_gate) * (W_in^T x + b_in)) + b_out``.
+class GatedLinearUnit(nn.Module):
+    """``out = W_out^T (gate(W_gate^T x + b_gate) * (W_in^T x + b_in)) + b_out``, with TransformerLens names.
 
-    Shapes: ``x`` ``[..., d_model]`` -> ``[..., d_model]``; ``W_in, W_gate`` ``[d_model, d_mlp]``;
-    ``W_out`` ``[d_mlp, d_model]``; ``b_in, b_gate`` ``[d_mlp]``; ``b_out`` ``[d_model]``.
+    The shared body of :class:`BilinearMLP` (``gate`` = identity) and of the converter's annealed
+    block (``gate`` = Swish-beta). Shapes: ``x`` ``[..., d_model]`` -> ``[..., d_model]``;
+    ``W_in, W_gate`` ``[d_model, d_mlp]``; ``W_out`` ``[d_mlp, d_model]``; ``b_in, b_gate``
+    ``[d_mlp]``; ``b_out`` ``[d_model]``. Hooks ``hook_in``, ``hook_pre`` (``W_gate^T x + b_gate``),
+    ``hook_pre_linear`` (``W_in^T x + b_in``), ``hook_post`` (``gate(pre) * pre_linear``).
     """
-
-    eigen: Optional["AttachedEigen"]  # noqa: F821 - set by bilinear_lens.hooks
 
     def __init__(self, cfg: Union[Dict[str, Any], Any]):
         super().__init__()
         self.cfg = _as_config(cfg)
         self.d_mlp = self.cfg.d_mlp
         d_model, d_mlp, dtype = self.cfg.d_model, self.d_mlp, self.cfg.dtype
-        self.act_fn = nn.Identity()
         self.W_in = nn.Parameter(torch.empty(d_model, d_mlp, dtype=dtype))
         self.W_gate = nn.Parameter(torch.empty(d_model, d_mlp, dtype=dtype))
         self.W_out = nn.Parameter(torch.empty(d_mlp, d_model, dtype=dtype))
@@ -90,6 +90,55 @@ class BilinearMLP(nn.Module):
         self.hook_pre = HookPoint()  # [batch, pos, d_mlp]
         self.hook_pre_linear = HookPoint()  # [batch, pos, d_mlp]
         self.hook_post = HookPoint()  # [batch, pos, d_mlp]
+
+    def gate(self, pre: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def reset_parameters(self) -> None:
+        """``nn.Linear``'s default init: weights ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, biases 0."""
+        with torch.no_grad():
+            for w, fan_in in ((self.W_in, self.cfg.d_model), (self.W_gate, self.cfg.d_model),
+                              (self.W_out, self.d_mlp)):
+                w.uniform_(-fan_in**-0.5, fan_in**-0.5)
+            for b in (self.b_in, self.b_gate, self.b_out):
+                b.zero_()
+
+    def copy_weights_from(
+        self, other: nn.Module, names: Tuple[str, ...] = ("W_in", "W_gate", "W_out", "b_in", "b_gate", "b_out")
+    ) -> "GatedLinearUnit":
+        """Copy the named parameters (values and ``requires_grad``) from ``other``; move to its device."""
+        with torch.no_grad():
+            for name in names:
+                source = getattr(other, name)
+                getattr(self, name).copy_(source)
+                getattr(self, name).requires_grad_(source.requires_grad)
+        return self.to(other.W_in.device)
+
+    def _post(self, x: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, "... d_mlp"]:
+        # F.linear with contiguous transposes matches HF's nn.Linear layout (and its rounding).
+        pre = self.hook_pre(F.linear(x, self.W_gate.T.contiguous(), self.b_gate))
+        pre_linear = self.hook_pre_linear(F.linear(x, self.W_in.T.contiguous(), self.b_in))
+        return self.hook_post(self.gate(pre) * pre_linear)
+
+    def forward(self, x: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, "... d_model"]:
+        if self.W_gate.device != x.device:
+            x = x.to(self.W_gate.device)
+        x = self.hook_in(x)
+        return F.linear(self._post(x), self.W_out.T.contiguous(), self.b_out)
+
+
+class BilinearMLP(GatedLinearUnit):
+    """``out = W_out^T ((W_gate^T x + b_gate) * (W_in^T x + b_in)) + b_out``.
+
+    Shapes: ``x`` ``[..., d_model]`` -> ``[..., d_model]``; ``W_in, W_gate`` ``[d_model, d_mlp]``;
+    ``W_out`` ``[d_mlp, d_model]``; ``b_in, b_gate`` ``[d_mlp]``; ``b_out`` ``[d_model]``.
+    """
+
+    eigen: Optional["AttachedEigen"]  # noqa: F821 - set by bilinear_lens.hooks
+
+    def __init__(self, cfg: Union[Dict[str, Any], Any]):
+        super().__init__(cfg)
+        self.act_fn = nn.Identity()
         self.hook_eig = HookPoint()  # [batch, pos, n_directions, k]
         self.eigen = None
 
@@ -100,14 +149,8 @@ class BilinearMLP(nn.Module):
         mlp.reset_parameters()
         return mlp
 
-    def reset_parameters(self) -> None:
-        """``nn.Linear``'s default init: weights ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, biases 0."""
-        with torch.no_grad():
-            for w, fan_in in ((self.W_in, self.cfg.d_model), (self.W_gate, self.cfg.d_model),
-                              (self.W_out, self.d_mlp)):
-                w.uniform_(-fan_in**-0.5, fan_in**-0.5)
-            for b in (self.b_in, self.b_gate, self.b_out):
-                b.zero_()
+    def gate(self, pre: torch.Tensor) -> torch.Tensor:
+        return pre
 
     @property
     def has_bias(self) -> bool:
@@ -120,10 +163,7 @@ class BilinearMLP(nn.Module):
         if self.W_gate.device != x.device:
             x = x.to(self.W_gate.device)
         x = self.hook_in(x)
-        # F.linear with contiguous transposes matches HF's nn.Linear layout (and its rounding).
-        pre = self.hook_pre(F.linear(x, self.W_gate.T.contiguous(), self.b_gate))
-        pre_linear = self.hook_pre_linear(F.linear(x, self.W_in.T.contiguous(), self.b_in))
-        post = self.hook_post(pre * pre_linear)
+        post = self._post(x)
         out = F.linear(post, self.W_out.T.contiguous(), self.b_out)
         if self.eigen is not None:
             out = out + self.eigen.edit(x, self.hook_eig, post=post)

@@ -27,11 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from jaxtyping import Float
-from transformer_lens.components.mlps.can_be_used_as_mlp import CanBeUsedAsMLP
-from transformer_lens.config.hooked_transformer_config import HookedTransformerConfig
-from transformer_lens.hook_points import HookPoint
 
-from bilinear_lens.components.bilinear_mlp import BilinearMLP
+from bilinear_lens.components.bilinear_mlp import BilinearMLP, GatedLinearUnit
 
 
 def annealed_gate(g: torch.Tensor, beta: float) -> torch.Tensor:
@@ -43,27 +40,22 @@ def annealed_gate(g: torch.Tensor, beta: float) -> torch.Tensor:
     return (2.0 - beta) * g * torch.sigmoid(beta * g)
 
 
-class AnnealedGateMLP(CanBeUsedAsMLP):
+class AnnealedGateMLP(GatedLinearUnit):
     """``out = W_out^T(phi_beta(W_gate^T x + b_gate) * (W_in^T x + b_in)) + b_out``.
 
     Shapes: ``x`` ``[..., d_model]`` -> ``[..., d_model]``. Hooks: ``hook_in``, ``hook_pre`` (the
     gate branch ``g``), ``hook_pre_linear`` (``h``), ``hook_post`` (``phi_beta(g) * h``).
     """
 
-    def __init__(self, cfg: Union[Dict, HookedTransformerConfig], beta: float = 1.0):
+    def __init__(self, cfg: Union[Dict, Any], beta: float = 1.0):
         super().__init__(cfg)
-        d_model, d_mlp, dtype = self.cfg.d_model, self.d_mlp, self.cfg.dtype
-        self.W_in = nn.Parameter(torch.zeros(d_model, d_mlp, dtype=dtype))
-        self.W_gate = nn.Parameter(torch.zeros(d_model, d_mlp, dtype=dtype))
-        self.W_out = nn.Parameter(torch.zeros(d_mlp, d_model, dtype=dtype))
-        self.b_in = nn.Parameter(torch.zeros(d_mlp, dtype=dtype))
-        self.b_gate = nn.Parameter(torch.zeros(d_mlp, dtype=dtype))
-        self.b_out = nn.Parameter(torch.zeros(d_model, dtype=dtype))
-        self.hook_in = HookPoint()  # [batch, pos, d_model]
-        self.hook_pre = HookPoint()  # [batch, pos, d_mlp]
-        self.hook_pre_linear = HookPoint()  # [batch, pos, d_mlp]
-        self.hook_post = HookPoint()  # [batch, pos, d_mlp]
+        with torch.no_grad():
+            for w in (self.W_in, self.W_gate, self.W_out):
+                w.zero_()
         self.beta = float(beta)
+
+    def gate(self, pre: torch.Tensor) -> torch.Tensor:
+        return annealed_gate(pre, self.beta)
 
     @classmethod
     def from_gated(cls, mlp: nn.Module, beta: float = 1.0) -> "AnnealedGateMLP":
@@ -75,27 +67,11 @@ class AnnealedGateMLP(CanBeUsedAsMLP):
         if getattr(mlp, "b_in", None) is not None and mlp.b_in.detach().abs().max() > 0:
             raise ValueError("this GatedMLP has a non-zero b_in (added after the product in "
                              "TransformerLens); it cannot be converted exactly. Llama models have none.")
-        new = cls(mlp.cfg, beta=beta)
-        with torch.no_grad():
-            for name in ("W_in", "W_gate", "W_out", "b_out"):
-                getattr(new, name).copy_(getattr(mlp, name))
-        return new.to(mlp.W_in.device)
+        return cls(mlp.cfg, beta=beta).copy_weights_from(mlp, ("W_in", "W_gate", "W_out", "b_out"))
 
     def to_bilinear(self) -> BilinearMLP:
         """The exact :class:`BilinearMLP` this block equals at ``beta = 0`` (weights copied)."""
-        mlp = BilinearMLP(self.cfg)
-        with torch.no_grad():
-            for name in ("W_in", "W_gate", "W_out", "b_in", "b_gate", "b_out"):
-                getattr(mlp, name).copy_(getattr(self, name))
-                getattr(mlp, name).requires_grad_(getattr(self, name).requires_grad)
-        return mlp.to(self.W_in.device)
-
-    def forward(self, x: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, "... d_model"]:
-        x = self.hook_in(x)
-        pre = self.hook_pre(F.linear(x, self.W_gate.T, self.b_gate))
-        pre_linear = self.hook_pre_linear(F.linear(x, self.W_in.T, self.b_in))
-        post = self.hook_post(annealed_gate(pre, self.beta) * pre_linear)
-        return F.linear(post, self.W_out.T, self.b_out)
+        return BilinearMLP(self.cfg).copy_weights_from(self)
 
     def extra_repr(self) -> str:
         return f"d_model={self.cfg.d_model}, d_mlp={self.d_mlp}, beta={self.beta:.4g}"
