@@ -116,9 +116,9 @@ def test_clear_errors(tmp_path, tokenizer, tiny_bilinear):
 
 def test_output_folder_of_another_run_is_refused(tmp_path, tokenizer):
     run_convert(config(tmp_path, "o", tokens=4 * 16), model=tiny_swiglu(), tokenizer=tokenizer)
-    with pytest.raises(ValueError, match="different run.*lr"):
+    with pytest.raises(ValueError, match="different conversion run.*lr"):
         run_convert(config(tmp_path, "o", tokens=4 * 16, lr=1e-2), model=tiny_swiglu(), tokenizer=tokenizer)
-    with pytest.raises(ValueError, match="different run.*lr"):  # --resume does not bypass it
+    with pytest.raises(ValueError, match="different conversion run.*lr"):  # --resume does not bypass it
         run_convert(config(tmp_path, "o", tokens=4 * 16, lr=1e-2, resume=True), model=tiny_swiglu(),
                     tokenizer=tokenizer)
     with pytest.raises(ValueError, match="already holds this run"):

@@ -21,12 +21,11 @@ would have seen.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -38,6 +37,7 @@ from bilinear_lens.convert.data import (PackedBlocks, check_vocab, encode_storie
                                         validation_batches)
 from bilinear_lens.convert.fast_attention import restore_attention, use_sdpa
 from bilinear_lens.convert.schedule import BetaSchedule, LRSchedule
+from bilinear_lens.runs import prepare_run_dir, write_json
 from bilinear_lens.convert.swap import (check_convertible, convert_to_bilinear,
                                         enable_gradient_checkpointing, finalize_bilinear,
                                         freeze_biases, set_beta, swap_to_annealed)
@@ -109,39 +109,9 @@ class InjectedFailure(RuntimeError):
 
 
 def prepare_out_dir(cfg: ConvertConfig) -> bool:
-    """Check the output folder; returns True when an existing run is to be resumed."""
-    out = Path(cfg.out)
-    if not out.exists() or not any(out.iterdir()):
-        return False
-    run_file = out / "run.json"
-    if cfg.overwrite:
-        for name in _RUN_FILES:
-            p = out / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-        return False
-    if not run_file.exists():
-        raise ValueError(f"output folder {out} is not empty and holds no conversion run; choose "
-                         "another --out (or --overwrite to write into it anyway)")
-    old = json.loads(run_file.read_text())
-    new = json.loads(json.dumps(cfg.identity()))
-    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if diff:
-        details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
-        raise ValueError(f"output folder {out} holds a different run ({details}); use another "
-                         "--out, or --overwrite to replace it")
-    if not cfg.resume:
-        raise ValueError(f"output folder {out} already holds this run; pass --resume to continue it "
-                         "or --overwrite to start again")
-    return True
-
-
-def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    """Check the output folder (:func:`bilinear_lens.runs.prepare_run_dir`); True to resume."""
+    return prepare_run_dir(cfg.out, cfg.identity(), resume=cfg.resume, overwrite=cfg.overwrite,
+                           owned=_RUN_FILES, kind="conversion")
 
 
 @torch.no_grad()
@@ -251,7 +221,7 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
 
     out.mkdir(parents=True, exist_ok=True)
     if acc.is_main_process and not resuming:
-        _atomic_json(out / "run.json", cfg.identity())
+        write_json(out / "run.json", cfg.identity())
 
     device = acc.device
     model.to(device)
@@ -360,7 +330,7 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
 
         restore_attention(raw)
         save_pretrained(raw, out / "model", tokenizer)
-        _atomic_json(out / "metrics.json", metrics)
+        write_json(out / "metrics.json", metrics)
     acc.wait_for_everyone()
     return metrics
 

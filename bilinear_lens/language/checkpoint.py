@@ -16,75 +16,25 @@ interrupted run leaves either the previous checkpoint or the new one, never half
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import torch
 
 from bilinear_lens.checkpoints import atomic_dir, convert_bilinear_llama_weights, load_hf_model, save_pretrained
+from bilinear_lens.runs import RUN_FILE, prepare_run_dir, write_json  # noqa: F401 (write_json re-exported)
 
-RUN_FILE = "run.json"
 OWNED = (RUN_FILE, "metrics.json", "model", "checkpoint", "tokenizer", "cache")
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temp file in the same folder, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def _differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
-    keys = sorted(set(old) | set(new))
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
-
-
 def prepare_out_dir(out: Path, identity: Dict[str, Any], resume: bool, overwrite: bool) -> bool:
-    """Check ``out`` for a new run described by ``identity``; return True to resume from it.
+    """Check ``out`` (see :func:`bilinear_lens.runs.prepare_run_dir`); True to resume from it.
 
-    * empty or missing folder: a fresh run (``run.json`` is written);
-    * the same run (equal ``run.json``): resumed with ``resume=True``, refused otherwise;
-    * another run: refused unless ``overwrite=True`` (then its files are deleted);
-    * a non-empty folder that is not a train-lm run: always refused.
+    Writes ``run.json`` for a fresh run; a resumed run needs a checkpoint or finished metrics.
     """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; pass a folder.")
-    entries = [p.name for p in out.iterdir() if not p.name.startswith(".")] if out.is_dir() else []
-    run_file = out / RUN_FILE
-    if entries and not run_file.is_file():
-        raise ValueError(
-            f"--out {out} is not empty and holds no train-lm run ({RUN_FILE} missing; it has "
-            f"{', '.join(sorted(entries)[:5])}). Choose a new or empty folder."
-        )
-    if run_file.is_file():
-        old = json.loads(run_file.read_text())
-        diff = _differences(old, identity)
-        if overwrite:
-            for name in OWNED:
-                p = out / name
-                if p.is_dir():
-                    shutil.rmtree(p)
-                elif p.exists():
-                    p.unlink()
-        elif diff:
-            raise ValueError(
-                f"--out {out} holds a different train-lm run ({'; '.join(diff[:6])}). Use another "
-                "folder, or --overwrite to delete that run."
-            )
-        elif resume:
-            return (out / "checkpoint" / "state.pt").is_file() or (out / "metrics.json").is_file()
-        else:
-            raise ValueError(
-                f"--out {out} already holds this run. Pass --resume to continue it from its last "
-                "checkpoint (a finished run is returned as is), or --overwrite to start again."
-            )
-    write_json(run_file, identity)
+    if prepare_run_dir(out, identity, resume=resume, overwrite=overwrite, owned=OWNED, kind="train-lm"):
+        return (Path(out) / "checkpoint" / "state.pt").is_file() or (Path(out) / "metrics.json").is_file()
+    write_json(Path(out) / RUN_FILE, identity)
     return False
 
 

@@ -11,12 +11,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Dict, Union
 
 from jaxtyping import Int
 from torch import Tensor
+
+from bilinear_lens.runs import write_json
 
 SUMMARY_KEYS = {
     "explained_variance": ("reconstruction_quality", "explained_variance"),
@@ -29,14 +30,6 @@ SUMMARY_KEYS = {
     "ce_loss_zero_ablation": ("model_performance_preservation", "ce_loss_with_ablation"),
 }
 """Summary name -> (SAELens metric group, metric)."""
-
-
-def write_json(path: Union[str, Path], obj: Any) -> None:
-    """Write ``obj`` as indented JSON atomically (temp file, then ``os.replace``)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    os.replace(tmp, path)
 
 
 def write_evals(path: Union[str, Path], summary: Dict[str, Any]) -> None:

@@ -19,7 +19,8 @@ from bilinear_lens.sae import figures
 from bilinear_lens.sae.compare import (DEFAULT_KS, check_sae, collect_activations, feature_interactions,
                                        interaction_stats, interaction_summary, lowrank_correlation, match_eigenvectors,
                                        top_contexts)
-from bilinear_lens.sae.evals import read_evals, write_json
+from bilinear_lens.runs import write_json
+from bilinear_lens.sae.evals import read_evals
 
 
 @dataclass
