@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     import torch
 
     import bilinear_lens  # noqa: F401  (registers the plugin)
-    from bilinear_lens.language.tokenizer import load_tokenizer, train_tokenizer
+    from bilinear_lens.language.tokenizer import train_tokenizer
     from bilinear_lens.language.train import LMTrainConfig, train_lm
     from bilinear_lens.sae.cli import load_model, text_blocks
     from bilinear_lens.sae.pipeline import CompareConfig, run_compare, sae_info

@@ -26,7 +26,6 @@ from typing import Any, Dict, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from jaxtyping import Float
 
 from bilinear_lens.components.bilinear_mlp import BilinearMLP, GatedLinearUnit
 

@@ -20,7 +20,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from bilinear_lens.decomposition.interaction import as_directions, interaction_from_weights
-from bilinear_lens.decomposition.weights import BilinearWeights, bilinear_weights
+from bilinear_lens.decomposition.weights import BilinearWeights, append_one, bilinear_weights
 
 DENSE_CHUNK = 64  # directions per dense eigh batch (bounds memory at 64 * d * d floats)
 
@@ -65,7 +65,7 @@ class Eigendecomposition:
         if x.shape[-1] == self.d:
             return x
         if self.homogeneous and x.shape[-1] == self.d - 1:
-            return torch.cat([x, torch.ones_like(x[..., :1])], dim=-1)
+            return append_one(x)
         raise ValueError(
             f"inputs have width {x.shape[-1]} but the eigenvectors live in d={self.d} "
             f"({'[x, 1] of ' if self.homogeneous else ''}the MLP input, blocks.{self.layer}.mlp.hook_in)."

@@ -24,6 +24,11 @@ from torch import Tensor
 from bilinear_lens.components.bilinear_mlp import BilinearMLP
 
 
+def append_one(x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model_plus_1"]:
+    """Homogeneous coordinates ``[x, 1]`` (the input in which branch biases become weights)."""
+    return torch.cat([x, torch.ones_like(x[..., :1])], dim=-1)
+
+
 @dataclass(frozen=True)
 class BilinearWeights:
     """Detached weights of one bilinear layer, in the input coordinates decompositions use.
@@ -53,7 +58,7 @@ class BilinearWeights:
         """Inputs in decomposition coordinates: ``x`` itself, or ``[x, 1]`` when homogeneous."""
         if not self.homogeneous or x.shape[-1] == self.d:
             return x
-        return torch.cat([x, torch.ones_like(x[..., :1])], dim=-1)
+        return append_one(x)
 
     def to(self, device: Any = None, dtype: Optional[torch.dtype] = None) -> "BilinearWeights":
         move = lambda t: t.to(device=device, dtype=dtype)  # noqa: E731

@@ -19,7 +19,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from bilinear_lens.decomposition.eigen import Eigendecomposition  # noqa: E402
 from bilinear_lens.decomposition.hosvd import HOSVD  # noqa: E402
 from bilinear_lens.decomposition.tree import EigenTree  # noqa: E402
 

@@ -17,7 +17,6 @@ so the shared decomposition API works unchanged: ``eigendecompose(clf, layer, cl
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union

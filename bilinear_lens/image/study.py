@@ -13,11 +13,8 @@ same settings is reused instead of retrained.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -33,10 +30,11 @@ from bilinear_lens.image.analysis import (
     top_activating,
     truncation_curve,
 )
-from bilinear_lens.image.data import ImageData, ImageSplit, load_data
+from bilinear_lens.image.data import ImageSplit, load_data
 from bilinear_lens.image.model import BilinearClassifier, ClassifierConfig, eigenvector_pixels
 from bilinear_lens.image.report import write_index
 from bilinear_lens.image.train import TrainConfig, accuracy, train
+from bilinear_lens.runs import write_json
 
 DATASET_DEFAULTS: Dict[str, Dict[str, Any]] = {
     # 10k real digits (8k/2k): small data, so light regularisation and a short run (< 2 min on 2 cores).
@@ -90,12 +88,6 @@ class StudyConfig:
     def train_config(self, regularised: bool = True) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                            weight_decay=self.weight_decay if regularised else 0.0, seed=self.seed)
-
-
-def _write_json(path: Path, data: Dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def fit_or_load(folder: Path, mcfg: ClassifierConfig, tcfg: TrainConfig, data: ImageSplit, source: Dict[str, Any],
@@ -206,6 +198,6 @@ def run_study(cfg: StudyConfig) -> Dict[str, Any]:
     metrics["figures"] = _figures(model, dec, split, curve, test_acc, fit["history"], out / "figures")
     metrics["seconds"]["figures"] = time.perf_counter() - t0
     metrics["seconds"]["total"] = time.perf_counter() - t_start
-    _write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics)
     write_index(out, metrics)
     return metrics

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
