@@ -17,7 +17,9 @@ from pathlib import Path
 from bilinear_lens.cli import main as cli
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-RECIPE = ["--seq-len", "256", "--batch-size", "32", "--distill", "0.5", "--lr", "1e-3",
+# The recipe that meets the 0.10-nat goal at 2M tokens (gap 0.092); the first recipe tried used
+# --distill 0.5 --lr 1e-3 (gap 0.132). Both results are in benchmarks/results/.
+RECIPE = ["--seq-len", "256", "--batch-size", "32", "--distill", "0.9", "--lr", "3e-3",
           "--anneal-frac", "0.3", "--warmup", "10", "--checkpoint-every", "25"]
 
 
