@@ -16,17 +16,8 @@ from typing import Any, List, Optional
 
 import torch
 
-STORY_SEPARATOR = "<|endoftext|>"
-
-
-def read_stories(path: str | Path) -> List[str]:
-    """Stories of a TinyStories-style text file (separated by lines ``<|endoftext|>``).
-
-    A file without separators is one document per blank-line-separated paragraph block.
-    """
-    text = Path(path).read_text(encoding="utf-8")
-    parts = text.split(STORY_SEPARATOR) if STORY_SEPARATOR in text else text.split("\n\n")
-    return [s.strip() for s in parts if s.strip()]
+from bilinear_lens.language.data import SEPARATOR as STORY_SEPARATOR
+from bilinear_lens.language.data import read_stories
 
 
 def load_texts(source: str, split: str = "train", text_field: str = "text",
