@@ -21,7 +21,7 @@ it does not own:
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, List, Tuple
 
 import torch
 import transformer_lens.loading_from_pretrained as loading
@@ -129,6 +129,3 @@ def unregister() -> None:
     for name in BILINEAR_ACT_FNS:
         SUPPORTED_ACTIVATIONS.pop(name, None)
 
-
-def supported_activations() -> Dict[str, Callable]:
-    return dict(SUPPORTED_ACTIVATIONS)

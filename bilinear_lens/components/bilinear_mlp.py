@@ -124,7 +124,12 @@ class GatedLinearUnit(nn.Module):
         if self.W_gate.device != x.device:
             x = x.to(self.W_gate.device)
         x = self.hook_in(x)
-        return F.linear(self._post(x), self.W_out.T.contiguous(), self.b_out)
+        post = self._post(x)
+        return self._finish(x, post, F.linear(post, self.W_out.T.contiguous(), self.b_out))
+
+    def _finish(self, x: torch.Tensor, post: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Last step of ``forward`` (subclasses add to the output here)."""
+        return out
 
 
 class BilinearMLP(GatedLinearUnit):
@@ -157,14 +162,8 @@ class BilinearMLP(GatedLinearUnit):
         """True when a branch bias is non-zero (then decompositions use ``[x, 1]``)."""
         return bool(self.b_in.detach().abs().max() > 0 or self.b_gate.detach().abs().max() > 0)
 
-    def forward(
-        self, x: Float[torch.Tensor, "... d_model"]
-    ) -> Float[torch.Tensor, "... d_model"]:
-        if self.W_gate.device != x.device:
-            x = x.to(self.W_gate.device)
-        x = self.hook_in(x)
-        post = self._post(x)
-        out = F.linear(post, self.W_out.T.contiguous(), self.b_out)
+    def _finish(self, x: torch.Tensor, post: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Add the change of output implied by edits at ``hook_eig`` (when eigenvectors are attached)."""
         if self.eigen is not None:
             out = out + self.eigen.edit(x, self.hook_eig, post=post)
         return out
