@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import fields
 from typing import Any
 
@@ -62,6 +63,8 @@ def config_from_args(args: argparse.Namespace) -> ConvertConfig:
 
 def handle_convert(args: argparse.Namespace) -> int:
     metrics = run_convert(config_from_args(args))
+    if int(os.environ.get("RANK", "0")) != 0:  # several processes: one summary
+        return 0
     summary = {k: metrics[k] for k in ("mode", "tokens", "val_loss_original", "val_loss_start",
                                        "val_loss_final")}
     print(json.dumps(summary, indent=1))

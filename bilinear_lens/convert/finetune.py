@@ -187,7 +187,8 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
     if cfg.tokens <= 0:
         raise ValueError(f"tokens={cfg.tokens} must be positive")
     out = Path(cfg.out)
-    resuming = prepare_out_dir(cfg)
+    acc = _accelerator("bf16" if cfg.bf16 else "no")
+    resuming = _on_main(acc, lambda: prepare_out_dir(cfg))
     if model is None:
         model, tokenizer = _load(cfg)
     check_convertible(model)
@@ -195,7 +196,6 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
     if cfg.seq_len > model.cfg.n_ctx:
         raise ValueError(f"seq_len={cfg.seq_len} exceeds the model context n_ctx={model.cfg.n_ctx}")
 
-    acc = _accelerator("bf16" if cfg.bf16 else "no")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -276,7 +276,7 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
         set_beta(raw, beta)
         for group in opt.param_groups:
             group["lr"] = cfg.lr * lr_at(step)
-        ce_sum = 0.0
+        ce_sum = torch.zeros((), device=device)
         for micro in range(cfg.grad_accum):
             first = (step * cfg.grad_accum + micro) * cfg.batch_size * acc.num_processes
             toks = data.sequences(first + acc.process_index * cfg.batch_size, cfg.batch_size).to(device)
@@ -291,7 +291,8 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
                 if cfg.fail_at_step is not None and step == cfg.fail_at_step:
                     raise InjectedFailure(f"injected failure in the middle of step {step}")
                 acc.backward(loss / cfg.grad_accum)
-            ce_sum += float(ce.detach()) / cfg.grad_accum
+            ce_sum += ce.detach().float() / cfg.grad_accum
+        ce_sum = float(acc.reduce(ce_sum, "mean")) if acc.num_processes > 1 else float(ce_sum)
         if cfg.grad_clip > 0:
             acc.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
@@ -335,15 +336,50 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
     return metrics
 
 
-def _accelerator(mixed_precision: str) -> Any:
-    """An ``Accelerator``; in a single process, a previous run's settings (accelerate keeps one
-    global state per process) are reset so that several runs can differ in precision."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, PartialState
+def _on_main(acc: Any, fn: Any) -> Any:
+    """``fn()`` on the main process only (e.g. checking and clearing the output folder); its result,
+    or its ``ValueError``, is shared with every process, so that all of them go on or stop together."""
+    result, error = None, None
+    if acc.is_main_process:
+        try:
+            result = fn()
+        except ValueError as e:
+            error = str(e)
+    if acc.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
 
-    if AcceleratorState._shared_state and PartialState().num_processes == 1:
+        result, error = broadcast_object_list([result, error], from_process=0)
+    if error is not None:
+        raise ValueError(error)
+    return result
+
+
+def _accelerator(mixed_precision: str) -> Any:
+    """An ``Accelerator`` for this process.
+
+    * One process: a previous run's settings (accelerate keeps one global state per process) are
+      reset, so that several runs in one Python process can differ in precision.
+    * Several processes (``accelerate launch`` or ``torchrun``, ``WORLD_SIZE > 1``): on a machine
+      without CUDA, accelerate only forms the process group when told to use the CPU
+      (``ACCELERATE_USE_CPU``, which ``accelerate launch --cpu`` sets); it is set here, so that
+      ``torchrun`` works too. A launcher whose processes still end up alone is refused, since each
+      would train its own copy into the same folder.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.cuda.is_available():
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+    if world == 1 and AcceleratorState._shared_state:
         AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=mixed_precision)
+    acc = Accelerator(mixed_precision=mixed_precision)
+    if acc.num_processes != world:
+        raise RuntimeError(
+            f"the launcher started {world} processes (WORLD_SIZE) but accelerate formed a group of "
+            f"{acc.num_processes}; launch with `accelerate launch --num_processes {world} -m "
+            "bilinear_lens.cli convert ...` (add --cpu on a machine without GPUs).")
+    return acc
 
 
 class _nullcontext:

@@ -1,0 +1,95 @@
+"""Data-parallel conversion: two CPU processes (``torchrun``, gloo) behave as one process with the
+global batch, survive a crash mid-step and resume, and stop together on a refused output folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bilinear_lens.convert.finetune import run_convert
+from tests.test_convert_run import config, final_params
+from tests.test_convert_swap import tiny_swiglu
+
+ROOT = Path(__file__).resolve().parents[1]
+DRIVER = """
+import json, sys
+from transformers import AutoTokenizer
+from bilinear_lens.convert.finetune import ConvertConfig, InjectedFailure, run_convert
+from tests.test_convert_swap import tiny_swiglu
+
+cfg = ConvertConfig(**json.loads(sys.argv[1]))
+try:
+    run_convert(cfg, model=tiny_swiglu(), tokenizer=AutoTokenizer.from_pretrained(sys.argv[2]))
+except InjectedFailure:
+    sys.exit(3)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(tmp_path: Path, cfg, tokenizer_dir: str, processes: int = 2) -> subprocess.CompletedProcess:
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env.pop("ACCELERATE_USE_CPU", None)  # the converter must form the group by itself
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
+           f"--master_port={free_port()}", str(driver), json.dumps(cfg.__dict__), tokenizer_dir]
+    return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir() -> str:
+    from tests.conftest import shared_path
+
+    return str(shared_path("models", "stories260k"))
+
+
+def test_two_processes_equal_one_with_the_global_batch_and_resume(tmp_path, tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    one = run_convert(config(tmp_path, "one"), model=tiny_swiglu(), tokenizer=tok)  # batch 4, 6 steps
+    # two processes x batch 2, killed in the middle of step 3, then resumed
+    crash = config(tmp_path, "ddp", batch_size=2, fail_at_step=3)
+    res = launch(tmp_path, crash, tokenizer_dir)
+    assert res.returncode != 0, res.stderr[-2000:]
+    out = tmp_path / "ddp"
+    assert (out / "checkpoint").exists() and not (out / "model").exists()
+    assert sorted(p.name for p in (out / "checkpoint").glob("random_states_*")) == [
+        "random_states_0.pkl", "random_states_1.pkl"]
+    crash.fail_at_step, crash.resume = None, True
+    res = launch(tmp_path, crash, tokenizer_dir)
+    assert res.returncode == 0, res.stderr[-3000:]
+    two = json.loads((out / "metrics.json").read_text())
+    assert two["processes"] == 2 and two["steps"] == one["steps"] == 6 and two["tokens"] == one["tokens"]
+    assert two["steps_this_session"] == 4  # steps 0..1 came from the checkpoint
+    # per-step CE is the mean over both processes' halves of the same global batch
+    for h1, h2 in zip(one["history"], two["history"]):
+        assert h2["train_ce"] == pytest.approx(h1["train_ce"], abs=1e-5)
+        assert h2["beta"] == h1["beta"]
+    a, b = final_params(tmp_path / "one"), final_params(out)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+    assert two["val_loss_final"] == pytest.approx(one["val_loss_final"], abs=1e-5)
+
+
+def test_a_refused_folder_stops_every_process_with_the_message(tmp_path, tokenizer_dir):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "notes.txt").write_text("someone else's files")
+    res = launch(tmp_path, config(tmp_path, "taken", batch_size=2), tokenizer_dir)
+    assert res.returncode != 0
+    assert res.stderr.count("holds no conversion run") >= 2  # both ranks raise, neither hangs
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
