@@ -55,19 +55,23 @@ def tokenizer_dir() -> str:
     return str(shared_path("models", "stories260k"))
 
 
-def test_two_processes_equal_one_with_the_global_batch_and_resume(tmp_path, tokenizer_dir):
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
+def test_two_processes_equal_one_with_the_global_batch_and_resume(tmp_path, tokenizer_dir, fsdp):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     one = run_convert(config(tmp_path, "one"), model=tiny_swiglu(), tokenizer=tok)  # batch 4, 6 steps
     # two processes x batch 2, killed in the middle of step 3, then resumed
-    crash = config(tmp_path, "ddp", batch_size=2, fail_at_step=3)
+    crash = config(tmp_path, "ddp", batch_size=2, fail_at_step=3, fsdp=fsdp)
     res = launch(tmp_path, crash, tokenizer_dir)
     assert res.returncode != 0, res.stderr[-2000:]
     out = tmp_path / "ddp"
     assert (out / "checkpoint").exists() and not (out / "model").exists()
-    assert sorted(p.name for p in (out / "checkpoint").glob("random_states_*")) == [
-        "random_states_0.pkl", "random_states_1.pkl"]
+    written = sorted(p.name for p in (out / "checkpoint").iterdir())
+    if fsdp:  # one shard file per process (torch.distributed.checkpoint) and the step counter
+        assert written == [".metadata", "__0_0.distcp", "__1_0.distcp", "counter.pt"], written
+    else:
+        assert {"random_states_0.pkl", "random_states_1.pkl"} <= set(written), written
     crash.fail_at_step, crash.resume = None, True
     res = launch(tmp_path, crash, tokenizer_dir)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -83,6 +87,10 @@ def test_two_processes_equal_one_with_the_global_batch_and_resume(tmp_path, toke
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5), k
     assert two["val_loss_final"] == pytest.approx(one["val_loss_final"], abs=1e-5)
+    if fsdp:  # a sharded checkpoint is refused, by name, by an unsharded resume
+        crash.fsdp = False
+        with pytest.raises(ValueError, match="written with --fsdp; resume with the same setting"):
+            run_convert(crash, model=tiny_swiglu(), tokenizer=tok)
 
 
 def test_a_refused_folder_stops_every_process_with_the_message(tmp_path, tokenizer_dir):
@@ -93,3 +101,13 @@ def test_a_refused_folder_stops_every_process_with_the_message(tmp_path, tokeniz
     assert res.returncode != 0
     assert res.stderr.count("holds no conversion run") >= 2  # both ranks raise, neither hangs
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_fsdp_needs_several_processes_and_accelerates_fsdp_plugin_is_refused(tmp_path, monkeypatch):
+    tok = None  # refused before the tokenizer is used
+    with pytest.raises(ValueError, match="--fsdp shards the model over several processes.*drop --fsdp"):
+        run_convert(config(tmp_path, "one", fsdp=True), model=tiny_swiglu(), tokenizer=tok)
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(ValueError, match="pass --fsdp to shard every block"):
+        run_convert(config(tmp_path, "two"), model=tiny_swiglu(), tokenizer=tok)
+    assert not (tmp_path / "one").exists() and not (tmp_path / "two").exists()

@@ -7,7 +7,9 @@ Example (the stories260k run of docs/convert.md)::
         --out runs/convert/bilinear-2M
     bilinear-lens convert ... --baseline --out runs/convert/baseline-2M
 
-Several GPUs: ``accelerate launch -m bilinear_lens.cli convert ...`` (same arguments).
+Several GPUs: ``accelerate launch --num_processes N -m bilinear_lens.cli convert ...`` (same
+arguments; add ``--fsdp`` to shard the model). CPU processes: ``torchrun --nproc_per_node N -m
+bilinear_lens.cli convert ...``.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--text-field", default=d["text_field"], help="column of a HF dataset")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (where the device supports it)")
     p.add_argument("--grad-checkpointing", action="store_true", help="recompute block activations")
+    p.add_argument("--fsdp", action="store_true", help="shard weights, gradients and optimiser state "
+                   "over the launched processes (torch FSDP2, one unit per block)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

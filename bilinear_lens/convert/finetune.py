@@ -10,8 +10,9 @@ averaged over ``grad_accum`` micro-batches, gradients clipped to ``grad_clip``, 
 the blocks are swapped for exact :class:`BilinearMLP` modules. In ``baseline`` mode the SwiGLU
 blocks are trained unchanged with the same data, schedule and loss.
 
-Parallelism and precision come from ``accelerate.Accelerator``: one CPU process here,
-``accelerate launch`` for data parallel (DDP or FSDP) on GPUs; ``bf16`` autocast where supported;
+Parallelism and precision come from ``accelerate.Accelerator``: one process, or data parallel over
+the processes of ``accelerate launch`` / ``torchrun`` (GPUs, or CPU processes over gloo); ``--fsdp``
+shards every block with torch FSDP2 (:mod:`bilinear_lens.convert.sharding`); ``bf16`` autocast where supported;
 gradient checkpointing per block. Checkpoints (``out/checkpoint``, every ``checkpoint_every`` steps)
 hold model, optimiser, RNG states and the step; each sequence of the run is a pure function of its
 index (:class:`PackedBlocks`), so ``--resume`` continues with exactly the data an uninterrupted run
@@ -20,10 +21,9 @@ would have seen.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-import os
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,8 +35,11 @@ from tqdm.auto import tqdm
 
 from bilinear_lens.convert.data import (PackedBlocks, check_vocab, encode_stories, load_texts,
                                         validation_batches)
+from bilinear_lens.convert.distributed import make_accelerator, on_main, save_checkpoint
 from bilinear_lens.convert.fast_attention import restore_attention, use_sdpa
 from bilinear_lens.convert.schedule import BetaSchedule, LRSchedule
+from bilinear_lens.convert.sharding import (check_launcher_fsdp, export_copy, is_sharded_checkpoint,
+                                            load_sharded, save_sharded, shard_model)
 from bilinear_lens.runs import prepare_run_dir, write_json
 from bilinear_lens.convert.swap import (check_convertible, convert_to_bilinear,
                                         enable_gradient_checkpointing, finalize_bilinear,
@@ -44,7 +47,7 @@ from bilinear_lens.convert.swap import (check_convertible, convert_to_bilinear,
 
 # Fields that do not change what a run computes (a resumed run may differ in them).
 _NOT_IDENTITY = ("out", "resume", "overwrite", "fail_at_step", "checkpoint_every", "eval_every",
-                 "progress", "threads")
+                 "progress", "threads", "fsdp")
 _RUN_FILES = ("run.json", "metrics.json", "checkpoint", ".checkpoint-tmp", ".checkpoint-old", "model")
 
 
@@ -75,6 +78,7 @@ class ConvertConfig:
     grad_clip: float = 1.0
     bf16: bool = False
     grad_checkpointing: bool = False
+    fsdp: bool = False  # shard weights, gradients and optimiser state over processes (FSDP2)
     seed: int = 0
     first_n_layers: Optional[int] = None
     text_field: str = "text"
@@ -158,26 +162,6 @@ def _load(cfg: ConvertConfig) -> tuple:
     return model, tokenizer
 
 
-def _save_checkpoint(acc: Any, out: Path) -> None:
-    """``accelerator.save_state`` into a scratch folder, then two renames (old state kept until the
-    new one is complete; resuming falls back to ``.checkpoint-old`` if it was interrupted between)."""
-    tmp, final, old = out / ".checkpoint-tmp", out / "checkpoint", out / ".checkpoint-old"
-    if acc.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
-    acc.wait_for_everyone()
-    acc.save_state(str(tmp), safe_serialization=False)
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        if final.exists():
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old.exists():
-            shutil.rmtree(old)
-    acc.wait_for_everyone()
-
-
 def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) -> Dict[str, Any]:
     """Run (or resume) one conversion; returns the metrics also written to ``out/metrics.json``."""
     if cfg.mode not in ("bilinear", "baseline"):
@@ -187,8 +171,13 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
     if cfg.tokens <= 0:
         raise ValueError(f"tokens={cfg.tokens} must be positive")
     out = Path(cfg.out)
-    acc = _accelerator("bf16" if cfg.bf16 else "no")
-    resuming = _on_main(acc, lambda: prepare_out_dir(cfg))
+    acc = make_accelerator("bf16" if cfg.bf16 else "no")
+    check_launcher_fsdp(acc.distributed_type)
+    if cfg.fsdp and acc.num_processes == 1:
+        raise ValueError("--fsdp shards the model over several processes, but this is one process; "
+                         "launch with `accelerate launch --num_processes N -m bilinear_lens.cli convert "
+                         "... --fsdp`, or drop --fsdp")
+    resuming = on_main(acc, lambda: prepare_out_dir(cfg))
     if model is None:
         model, tokenizer = _load(cfg)
     check_convertible(model)
@@ -246,8 +235,17 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
     if not resuming:
         counter.extra["val_loss_start"] = (counter.extra["val_loss_swapped"] if cfg.mode == "bilinear"
                                            else counter.extra["val_loss_original"])
+    template = None  # --fsdp: an unsharded CPU copy on the main process, filled for the export
+    if cfg.fsdp and acc.is_main_process:
+        template = copy.deepcopy(model).to("cpu")
     if cfg.grad_checkpointing:
         enable_gradient_checkpointing(model)
+    if teacher is not None:
+        teacher.to(device)
+    if cfg.fsdp:
+        shard_model(model)
+        if teacher is not None:
+            shard_model(teacher)
 
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
@@ -256,14 +254,27 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
     beta_at = BetaSchedule(total_steps, cfg.anneal_frac, cfg.beta_schedule)
     lr_at = LRSchedule(total_steps, cfg.warmup, cfg.lr_decay, cfg.min_lr_ratio)
-    model, opt = acc.prepare(model, opt)
-    if teacher is not None:
-        teacher.to(device)
-    acc.register_for_checkpointing(counter)
-    raw = acc.unwrap_model(model)
+    if cfg.fsdp:
+        raw = model
+
+        def write(folder: Path) -> None:
+            save_sharded(folder, model, opt, counter, acc.is_main_process)
+    else:
+        model, opt = acc.prepare(model, opt)
+        acc.register_for_checkpointing(counter)
+        raw = acc.unwrap_model(model)
+
+        def write(folder: Path) -> None:
+            acc.save_state(str(folder), safe_serialization=False)
 
     if resuming:
-        acc.load_state(str(ckpt))
+        if is_sharded_checkpoint(ckpt) != cfg.fsdp:
+            raise ValueError(f"{ckpt} was written {'with' if not cfg.fsdp else 'without'} --fsdp; "
+                             "resume with the same setting")
+        if cfg.fsdp:
+            load_sharded(ckpt, model, opt, counter)
+        else:
+            acc.load_state(str(ckpt))
     eval_every = cfg.eval_every or max(1, total_steps // 4)
 
     bar = tqdm(total=total_steps, initial=counter.step, disable=not (cfg.progress and acc.is_main_process),
@@ -281,7 +292,7 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
             first = (step * cfg.grad_accum + micro) * cfg.batch_size * acc.num_processes
             toks = data.sequences(first + acc.process_index * cfg.batch_size, cfg.batch_size).to(device)
             sync = micro == cfg.grad_accum - 1
-            ctx = acc.no_sync(model) if not sync else _nullcontext()
+            ctx = acc.no_sync(model) if not sync else contextlib.nullcontext()
             with ctx, acc.autocast():
                 t_logits = None
                 if teacher is not None:
@@ -307,14 +318,19 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
                         **({"val": f"{rec['val_loss']:.3f}"} if "val_loss" in rec else {}))
         bar.update(1)
         if counter.step % cfg.checkpoint_every == 0 or counter.step == total_steps:
-            _save_checkpoint(acc, out)
+            save_checkpoint(acc, out, write)
     bar.close()
     elapsed = time.time() - t0
 
     set_beta(raw, 0.0 if cfg.mode == "bilinear" else 1.0)
-    if cfg.mode == "bilinear":
+    if cfg.fsdp:  # beta = 0 is exactly the bilinear block; evaluate sharded, then gather
+        final = validation_loss(raw, val, device) if val else None
+        raw = export_copy(template, model)
+    if raw is not None and cfg.mode == "bilinear":
+        set_beta(raw, 0.0)
         finalize_bilinear(raw)
-    final = validation_loss(raw, val, device) if val else None
+    if not cfg.fsdp:
+        final = validation_loss(raw, val, device) if val else None
     metrics = {
         "mode": cfg.mode, "tokens": total_steps * per_step * cfg.seq_len, "steps": total_steps,
         "val_loss_original": counter.extra.get("val_loss_original"),
@@ -334,57 +350,3 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
         write_json(out / "metrics.json", metrics)
     acc.wait_for_everyone()
     return metrics
-
-
-def _on_main(acc: Any, fn: Any) -> Any:
-    """``fn()`` on the main process only (e.g. checking and clearing the output folder); its result,
-    or its ``ValueError``, is shared with every process, so that all of them go on or stop together."""
-    result, error = None, None
-    if acc.is_main_process:
-        try:
-            result = fn()
-        except ValueError as e:
-            error = str(e)
-    if acc.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
-
-        result, error = broadcast_object_list([result, error], from_process=0)
-    if error is not None:
-        raise ValueError(error)
-    return result
-
-
-def _accelerator(mixed_precision: str) -> Any:
-    """An ``Accelerator`` for this process.
-
-    * One process: a previous run's settings (accelerate keeps one global state per process) are
-      reset, so that several runs in one Python process can differ in precision.
-    * Several processes (``accelerate launch`` or ``torchrun``, ``WORLD_SIZE > 1``): on a machine
-      without CUDA, accelerate only forms the process group when told to use the CPU
-      (``ACCELERATE_USE_CPU``, which ``accelerate launch --cpu`` sets); it is set here, so that
-      ``torchrun`` works too. A launcher whose processes still end up alone is refused, since each
-      would train its own copy into the same folder.
-    """
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.cuda.is_available():
-        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
-    if world == 1 and AcceleratorState._shared_state:
-        AcceleratorState._reset_state(reset_partial_state=False)
-    acc = Accelerator(mixed_precision=mixed_precision)
-    if acc.num_processes != world:
-        raise RuntimeError(
-            f"the launcher started {world} processes (WORLD_SIZE) but accelerate formed a group of "
-            f"{acc.num_processes}; launch with `accelerate launch --num_processes {world} -m "
-            "bilinear_lens.cli convert ...` (add --cpu on a machine without GPUs).")
-    return acc
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None

@@ -1,0 +1,77 @@
+"""Processes for the converter: the ``Accelerator``, main-process decisions shared with all, and
+checkpoints written atomically by every process together."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def make_accelerator(mixed_precision: str) -> Any:
+    """An ``Accelerator`` for this process.
+
+    * One process: a previous run's settings (accelerate keeps one global state per process) are
+      reset, so that several runs in one Python process can differ in precision.
+    * Several processes (``accelerate launch`` or ``torchrun``, ``WORLD_SIZE > 1``): on a machine
+      without CUDA, accelerate only forms the process group when told to use the CPU
+      (``ACCELERATE_USE_CPU``, which ``accelerate launch --cpu`` sets); it is set here, so that
+      ``torchrun`` works too. A launcher whose processes still end up alone is refused, since each
+      would train its own copy into the same folder.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.cuda.is_available():
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+    if world == 1 and AcceleratorState._shared_state:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    acc = Accelerator(mixed_precision=mixed_precision)
+    if acc.num_processes != world:
+        raise RuntimeError(
+            f"the launcher started {world} processes (WORLD_SIZE) but accelerate formed a group of "
+            f"{acc.num_processes}; launch with `accelerate launch --num_processes {world} -m "
+            "bilinear_lens.cli convert ...` (add --cpu on a machine without GPUs).")
+    return acc
+
+
+def on_main(acc: Any, fn: Any) -> Any:
+    """``fn()`` on the main process only (e.g. checking and clearing the output folder); its result,
+    or its ``ValueError``, is shared with every process, so that all of them go on or stop together."""
+    result, error = None, None
+    if acc.is_main_process:
+        try:
+            result = fn()
+        except ValueError as e:
+            error = str(e)
+    if acc.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        result, error = broadcast_object_list([result, error], from_process=0)
+    if error is not None:
+        raise ValueError(error)
+    return result
+
+
+def save_checkpoint(acc: Any, out: Path, write: Any) -> None:
+    """``write(scratch_folder)`` (collective), then two renames (old state kept until the new one is
+    complete; resuming falls back to ``.checkpoint-old`` if it was interrupted between)."""
+    tmp, final, old = out / ".checkpoint-tmp", out / "checkpoint", out / ".checkpoint-old"
+    if acc.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    acc.wait_for_everyone()
+    write(tmp)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        if final.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old.exists():
+            shutil.rmtree(old)
+    acc.wait_for_everyone()

@@ -1,0 +1,98 @@
+"""Sharded data parallelism for the converter (``--fsdp``): torch FSDP2, one unit per block.
+
+Every transformer block, then the whole model, is wrapped with ``torch.distributed.fsdp.fully_shard``,
+so each of ``N`` processes holds ``1/N`` of the weights, gradients and AdamW moments (for
+TinyLlama-1.1B: 17.6 GB of float32 training state become ``17.6 / N`` GB per GPU) and all-gathers one
+block at a time for its forward and backward. The same code runs over NCCL on GPUs and over gloo on
+CPU processes (where the tests exercise it). Checkpoints are ``torch.distributed.checkpoint`` folders
+(each process writes its shards; any later process count can read them); the export gathers the
+full state dict onto the main process.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+from torch import nn
+
+_COUNTER_FILE = "counter.pt"
+
+
+def check_launcher_fsdp(distributed_type: Any) -> None:
+    """Refuse accelerate's own FSDP wrapping (``accelerate launch --use_fsdp``): the converter swaps
+    MLP modules and exports whole models, which it does on its own FSDP2 units (``--fsdp``)."""
+    if str(distributed_type).endswith("FSDP") or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+        raise ValueError(
+            "accelerate's FSDP plugin (--use_fsdp / ACCELERATE_USE_FSDP) is not used by the converter; "
+            "launch plain data parallel (`accelerate launch --num_processes N -m bilinear_lens.cli "
+            "convert ...`) and pass --fsdp to shard every block with torch FSDP2.")
+
+
+def shard_model(model: nn.Module) -> nn.Module:
+    """``fully_shard`` each block of a HookedTransformer, then the model (embeddings, final norm,
+    unembedding); parameters become ``DTensor`` shards over the default process group."""
+    import warnings
+
+    from torch.distributed.fsdp import fully_shard
+
+    # HookedTransformer returns its logits as a view; FSDP2 warns that in-place ops on it would skip
+    # the backward all-gather. The converter never modifies logits in place.
+    warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
+    for block in model.blocks:
+        fully_shard(block)
+    fully_shard(model)
+    return model
+
+
+def full_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """The unsharded ``state_dict`` on CPU (collective: every process must call it; the main
+    process receives the tensors, the others an empty dict)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def save_sharded(folder: Path, model: nn.Module, opt: torch.optim.Optimizer, counter: Any,
+                 is_main: bool) -> None:
+    """Write model and optimiser shards (``torch.distributed.checkpoint``) and, from the main process,
+    the step counter into ``folder`` (collective)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    msd, osd = get_state_dict(model, opt)
+    dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(folder))
+    if is_main:
+        torch.save(counter.state_dict(), folder / _COUNTER_FILE)
+
+
+def load_sharded(folder: Path, model: nn.Module, opt: torch.optim.Optimizer, counter: Any) -> None:
+    """Read what :func:`save_sharded` wrote back into the (already sharded) model, optimiser and
+    counter (collective)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    msd, osd = get_state_dict(model, opt)
+    state = {"model": msd, "optim": osd}
+    dcp.load(state, checkpoint_id=str(folder))
+    set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    counter.load_state_dict(torch.load(folder / _COUNTER_FILE, weights_only=False))
+
+
+def export_copy(template: Optional[nn.Module], model: nn.Module) -> Optional[nn.Module]:
+    """Gather the sharded ``model`` into ``template`` (an unsharded CPU copy made before sharding,
+    held by the main process; ``None`` elsewhere). Collective; returns the filled template."""
+    full = full_state_dict(model)
+    if template is None:
+        return None
+    missing, unexpected = template.load_state_dict(full, strict=False)
+    if unexpected or [k for k in missing if not k.endswith(("IGNORE", "mask"))]:
+        raise RuntimeError(f"sharded export mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return template
+
+
+def is_sharded_checkpoint(folder: Path) -> bool:
+    """Whether ``folder`` was written by :func:`save_sharded` (rather than ``Accelerator.save_state``)."""
+    return (Path(folder) / _COUNTER_FILE).exists()
