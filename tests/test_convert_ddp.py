@@ -78,6 +78,11 @@ def test_two_processes_equal_one_with_the_global_batch_and_resume(tmp_path, toke
     two = json.loads((out / "metrics.json").read_text())
     assert two["processes"] == 2 and two["steps"] == one["steps"] == 6 and two["tokens"] == one["tokens"]
     assert two["steps_this_session"] == 4  # steps 0..1 came from the checkpoint
+    # training state per process: sharded -> about half of one process's, replicated -> all of it
+    m1, m2 = one["memory_bytes_per_process"], two["memory_bytes_per_process"]
+    for part in ("weights", "gradients", "optimizer", "teacher"):
+        ratio = m2[part] / m1[part]
+        assert (0.45 < ratio < 0.6) if fsdp else ratio == 1.0, (part, ratio)
     # per-step CE is the mean over both processes' halves of the same global batch
     for h1, h2 in zip(one["history"], two["history"]):
         assert h2["train_ce"] == pytest.approx(h1["train_ce"], abs=1e-5)

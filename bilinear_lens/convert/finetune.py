@@ -39,7 +39,8 @@ from bilinear_lens.convert.distributed import make_accelerator, on_main, save_ch
 from bilinear_lens.convert.fast_attention import restore_attention, use_sdpa
 from bilinear_lens.convert.schedule import BetaSchedule, LRSchedule
 from bilinear_lens.convert.sharding import (check_launcher_fsdp, export_copy, is_sharded_checkpoint,
-                                            load_sharded, save_sharded, shard_model)
+                                            load_sharded, memory_report, save_sharded,
+                                            shard_model)
 from bilinear_lens.runs import prepare_run_dir, write_json
 from bilinear_lens.convert.swap import (check_convertible, convert_to_bilinear,
                                         enable_gradient_checkpointing, finalize_bilinear,
@@ -245,7 +246,7 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
     if cfg.fsdp:
         shard_model(model)
         if teacher is not None:
-            shard_model(teacher)
+            shard_model(teacher, inference=True)
 
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
@@ -322,6 +323,7 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
     bar.close()
     elapsed = time.time() - t0
 
+    memory = memory_report(model, opt, teacher)  # before the export swaps modules
     set_beta(raw, 0.0 if cfg.mode == "bilinear" else 1.0)
     if cfg.fsdp:  # beta = 0 is exactly the bilinear block; evaluate sharded, then gather
         final = validation_loss(raw, val, device) if val else None
@@ -339,6 +341,7 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
         "val_loss_final": final,
         "val_stories": cfg.val_stories if val else 0, "val_source": val_source,
         "train_tokens_available": data.n_tokens, "processes": acc.num_processes,
+        "sharded": cfg.fsdp, "memory_bytes_per_process": memory,
         "seconds_this_session": round(elapsed, 1), "steps_this_session": total_steps - start_step,
         "history": counter.history, "config": cfg.identity(),
     }

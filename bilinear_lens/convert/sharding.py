@@ -31,9 +31,12 @@ def check_launcher_fsdp(distributed_type: Any) -> None:
             "convert ...`) and pass --fsdp to shard every block with torch FSDP2.")
 
 
-def shard_model(model: nn.Module) -> nn.Module:
+def shard_model(model: nn.Module, inference: bool = False) -> nn.Module:
     """``fully_shard`` each block of a HookedTransformer, then the model (embeddings, final norm,
-    unembedding); parameters become ``DTensor`` shards over the default process group."""
+    unembedding); parameters become ``DTensor`` shards over the default process group.
+
+    FSDP2 keeps the root's parameters gathered after a forward (the backward would gather them
+    again); an ``inference`` model (the frozen teacher) has no backward, so it reshards at once."""
     import warnings
 
     from torch.distributed.fsdp import fully_shard
@@ -44,6 +47,8 @@ def shard_model(model: nn.Module) -> nn.Module:
     for block in model.blocks:
         fully_shard(block)
     fully_shard(model)
+    if inference:
+        model.register_forward_hook(lambda module, args, output: module.reshard())
     return model
 
 
@@ -96,3 +101,32 @@ def export_copy(template: Optional[nn.Module], model: nn.Module) -> Optional[nn.
 def is_sharded_checkpoint(folder: Path) -> bool:
     """Whether ``folder`` was written by :func:`save_sharded` (rather than ``Accelerator.save_state``)."""
     return (Path(folder) / _COUNTER_FILE).exists()
+
+
+def _local_bytes(t: torch.Tensor) -> int:
+    """Bytes this process holds for ``t`` (its shard, for a ``DTensor``)."""
+    local = t.to_local() if hasattr(t, "to_local") else t
+    return local.numel() * local.element_size()
+
+
+def memory_report(model: nn.Module, opt: torch.optim.Optimizer,
+                  teacher: Optional[nn.Module] = None) -> Dict[str, float]:
+    """Per-process training memory, in bytes: ``weights`` (all parameters and buffers held here),
+    ``gradients`` (one per trainable parameter), ``optimizer`` (AdamW moments), ``teacher`` (the
+    frozen distillation teacher's weights), their sum ``states``,
+    the process's peak resident memory ``peak_rss`` and, on CUDA, ``cuda_peak_allocated``.
+
+    With ``N`` sharded processes the first three are about ``1/N`` of the unsharded numbers."""
+    import resource
+
+    weights = sum(_local_bytes(p) for p in model.parameters()) + sum(_local_bytes(b) for b in model.buffers())
+    grads = sum(_local_bytes(p) for p in model.parameters() if p.requires_grad)
+    optim = sum(_local_bytes(v) for state in opt.state.values() for v in state.values()
+                if isinstance(v, torch.Tensor) and v.dim() > 0)
+    held = sum(_local_bytes(p) for p in teacher.parameters()) if teacher is not None else 0
+    report = {"weights": weights, "gradients": grads, "optimizer": optim, "teacher": held,
+              "states": weights + grads + optim + held,
+              "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        report["cuda_peak_allocated"] = torch.cuda.max_memory_allocated()
+    return report
