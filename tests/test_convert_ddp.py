@@ -116,3 +116,18 @@ def test_fsdp_needs_several_processes_and_accelerates_fsdp_plugin_is_refused(tmp
     with pytest.raises(ValueError, match="pass --fsdp to shard every block"):
         run_convert(config(tmp_path, "two"), model=tiny_swiglu(), tokenizer=tok)
     assert not (tmp_path / "one").exists() and not (tmp_path / "two").exists()
+
+
+def test_cpu_copy_is_an_independent_equal_model():
+    from bilinear_lens.convert.sharding import cpu_copy
+
+    model = tiny_swiglu()
+    copy = cpu_copy(model)
+    pairs = list(zip(model.state_dict().items(), copy.state_dict().items()))
+    assert len(pairs) == len(model.state_dict()) and all(k1 == k2 and torch.equal(a, b) for (k1, a), (k2, b) in pairs)
+    assert not set(map(id, model.parameters())) & set(map(id, copy.parameters()))
+    tokens = torch.randint(0, 512, (2, 9))
+    assert torch.equal(model(tokens), copy(tokens))
+    with torch.no_grad():
+        copy.blocks[0].mlp.W_in.add_(1.0)
+    assert not torch.equal(model.blocks[0].mlp.W_in, copy.blocks[0].mlp.W_in)

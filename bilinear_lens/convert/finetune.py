@@ -38,9 +38,9 @@ from bilinear_lens.convert.data import (PackedBlocks, check_vocab, encode_storie
 from bilinear_lens.convert.distributed import make_accelerator, on_main, save_checkpoint
 from bilinear_lens.convert.fast_attention import restore_attention, use_sdpa
 from bilinear_lens.convert.schedule import BetaSchedule, LRSchedule
-from bilinear_lens.convert.sharding import (check_launcher_fsdp, export_copy, is_sharded_checkpoint,
-                                            load_sharded, memory_report, save_sharded,
-                                            shard_model)
+from bilinear_lens.convert.sharding import (check_launcher_fsdp, cpu_copy, export_copy,
+                                            is_sharded_checkpoint, load_sharded, memory_report,
+                                            save_sharded, shard_model)
 from bilinear_lens.runs import prepare_run_dir, write_json
 from bilinear_lens.convert.swap import (check_convertible, convert_to_bilinear,
                                         enable_gradient_checkpointing, finalize_bilinear,
@@ -238,7 +238,7 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
                                            else counter.extra["val_loss_original"])
     template = None  # --fsdp: an unsharded CPU copy on the main process, filled for the export
     if cfg.fsdp and acc.is_main_process:
-        template = copy.deepcopy(model).to("cpu")
+        template = cpu_copy(model)
     if cfg.grad_checkpointing:
         enable_gradient_checkpointing(model)
     if teacher is not None:

@@ -52,6 +52,17 @@ def shard_model(model: nn.Module, inference: bool = False) -> nn.Module:
     return model
 
 
+def cpu_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` whose parameters and buffers live on the CPU, made without a second
+    copy on the accelerator (``deepcopy`` with the tensors pre-copied into its memo)."""
+    import copy
+
+    memo = {id(p): nn.Parameter(p.detach().to("cpu", copy=True), requires_grad=p.requires_grad)
+            for p in model.parameters()}
+    memo.update({id(b): b.detach().to("cpu", copy=True) for b in model.buffers()})
+    return copy.deepcopy(model, memo)
+
+
 def full_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
     """The unsharded ``state_dict`` on CPU (collective: every process must call it; the main
     process receives the tensors, the others an empty dict)."""
