@@ -174,6 +174,34 @@ def test_bf16_and_gradient_checkpointing_run(tmp_path, tokenizer):
     assert "blocks.0.mlp.W_gate" in changed and "blocks.1.attn.W_Q" in changed
 
 
+def test_model_from_a_folder_or_the_hub_cache_and_clear_errors(tmp_path, monkeypatch, llama_dir):
+    from bilinear_lens.convert.finetune import resolve_model_folder
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="model folder .* does not exist; pass a local Llama folder"):
+        resolve_model_folder(str(tmp_path / "no-such-model"))
+    with pytest.raises(FileNotFoundError, match="someone/no-such-llama: no such local folder, and getting it "
+                       "from the Hugging Face Hub failed"):
+        resolve_model_folder("someone/no-such-llama")
+    # a repo already in the Hub cache resolves offline, as a user's downloaded TinyLlama would
+    import huggingface_hub.constants as hub_constants
+
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--someone--tiny-llama" / "snapshots" / ("0" * 40)
+    src, _ = llama_dir("src", hidden_act="silu")
+    snapshot.mkdir(parents=True)
+    for f in src.iterdir():
+        (snapshot / f.name).write_bytes(f.read_bytes())
+    (cache / "models--someone--tiny-llama" / "refs").mkdir()
+    (cache / "models--someone--tiny-llama" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    assert Path(resolve_model_folder("someone/tiny-llama")) == snapshot
+    from bilinear_lens.convert.finetune import _load
+
+    model, tok = _load(config(tmp_path, "x", model="someone/tiny-llama"))
+    assert model.cfg.act_fn == "silu" and model.cfg.gated_mlp and tok.vocab_size == model.cfg.d_vocab
+
+
 def test_offline_dataset_name_gives_a_clear_error(monkeypatch):
     from bilinear_lens.convert.data import load_texts
 

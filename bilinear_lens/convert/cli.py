@@ -27,7 +27,8 @@ def add_commands(subparsers: Any) -> None:
     p = subparsers.add_parser("convert", help="finetune a SwiGLU model into a bilinear one",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = {f.name: f.default for f in fields(ConvertConfig)}
-    p.add_argument("--model", required=True, help="local Hugging Face Llama folder (SwiGLU)")
+    p.add_argument("--model", required=True, help="SwiGLU Llama: a local Hugging Face folder, or a Hub repo "
+                   "id such as TinyLlama/TinyLlama-1.1B-Chat-v1.0 (fetched into the Hub cache)")
     p.add_argument("--data", required=True, help="text file (stories separated by <|endoftext|> "
                    "lines) or a Hugging Face dataset name")
     p.add_argument("--out", required=True, help="output folder: run.json, checkpoint/, model/, metrics.json")

@@ -150,16 +150,40 @@ def lm_and_kl_loss(logits: torch.Tensor, tokens: torch.Tensor, teacher_logits: O
     return (1 - distill) * ce + distill * kl, ce
 
 
+HUB_FILES = ["*.json", "*.safetensors", "tokenizer.model"]
+
+
+def resolve_model_folder(name: str) -> str:
+    """``name`` itself if it is a local folder; else a Hugging Face Hub repo id (``owner/name``,
+    e.g. ``TinyLlama/TinyLlama-1.1B-Chat-v1.0``), downloaded (config, safetensors, tokenizer) into the
+    Hub cache, or taken from the cache when offline; a clear ``FileNotFoundError`` otherwise."""
+    if Path(name).exists():
+        return name
+    if name.count("/") != 1 or name.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"model folder {name} does not exist; pass a local Llama folder "
+                                "(config.json + safetensors) or a Hugging Face Hub repo id (owner/name)")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(name, allow_patterns=HUB_FILES)
+    except Exception as e:  # offline and not cached, unknown or gated repo, ...
+        raise FileNotFoundError(
+            f"--model {name}: no such local folder, and getting it from the Hugging Face Hub failed "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:200]}). Pass a local Llama folder, or a Hub "
+            "repo id with the Hub reachable (HF_HUB_OFFLINE unset) or already in the Hub cache.") from e
+
+
 def _load(cfg: ConvertConfig) -> tuple:
+    """The SwiGLU HookedTransformer (raw weights) and tokenizer of ``cfg.model`` (a local folder or a
+    Hub repo id, :func:`resolve_model_folder`)."""
     from transformers import AutoTokenizer
 
     from bilinear_lens.loading import load_pretrained
 
-    if not Path(cfg.model).exists():
-        raise FileNotFoundError(f"model folder {cfg.model} does not exist")
+    folder = resolve_model_folder(cfg.model)
     kw = {"first_n_layers": cfg.first_n_layers} if cfg.first_n_layers else {}
-    model = load_pretrained(cfg.model, processing=False, **kw)
-    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
+    model = load_pretrained(folder, processing=False, **kw)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or folder)
     return model, tokenizer
 
 
