@@ -3,8 +3,8 @@
 Example (the stories260k run of docs/convert.md)::
 
     bilinear-lens convert --model ../shared/models/stories260k \\
-        --data ../shared/data/tinystories/train.txt --tokens 2000000 --distill 0.5 \\
-        --out runs/convert/bilinear-2M
+        --data ../shared/data/tinystories/train.txt --tokens 2000000 --seq-len 256 \\
+        --batch-size 32 --distill 0.9 --lr 3e-3 --warmup 10 --out runs/convert/bilinear-2M
     bilinear-lens convert ... --baseline --out runs/convert/baseline-2M
 
 Several GPUs: ``accelerate launch --num_processes N -m bilinear_lens.cli convert ...`` (same
