@@ -170,6 +170,8 @@ def test_bf16_and_gradient_checkpointing_run(tmp_path, tokenizer):
                     model=model, tokenizer=tokenizer)
     assert all(torch.isfinite(torch.tensor(h["train_ce"])) for h in m["history"])
     assert model.blocks[0].mlp.W_in.dtype == torch.float32  # master weights stay float32
+    mem = m["memory_bytes_per_process"]
+    assert mem["teacher"] == 2 * sum(p.numel() for p in tiny_swiglu().parameters())  # a bf16 teacher
     changed = [k for k, v in model.state_dict().items() if k in before and not torch.equal(v, before[k])]
     assert "blocks.0.mlp.W_gate" in changed and "blocks.1.attn.W_Q" in changed
 

@@ -243,6 +243,8 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
     teacher = None
     if cfg.distill > 0:
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
+        if cfg.bf16:  # the frozen teacher only runs under bf16 autocast: keep it in bf16 (half the bytes)
+            teacher.to(torch.bfloat16)
     counter = _Counter()
     ckpt = out / "checkpoint"
     if resuming and not ckpt.exists() and (out / ".checkpoint-old").exists():
