@@ -351,14 +351,12 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
 
     memory = memory_report(model, opt, teacher)  # before the export swaps modules
     set_beta(raw, 0.0 if cfg.mode == "bilinear" else 1.0)
-    if cfg.fsdp:  # beta = 0 is exactly the bilinear block; evaluate sharded, then gather
-        final = validation_loss(raw, val, device) if val else None
-        raw = export_copy(template, model)
-    if raw is not None and cfg.mode == "bilinear":
-        set_beta(raw, 0.0)
-        finalize_bilinear(raw)
-    if not cfg.fsdp:
-        final = validation_loss(raw, val, device) if val else None
+    # at beta = 0 the annealed block computes exactly BilinearMLP's output (tests/test_convert_swap.py)
+    final = validation_loss(raw, val, device) if val else None
+    export = export_copy(template, model) if cfg.fsdp else raw  # --fsdp: gathered on the main process
+    if export is not None and cfg.mode == "bilinear":
+        set_beta(export, 0.0)  # (the --fsdp template was copied at beta = 1)
+        finalize_bilinear(export)
     metrics = {
         "mode": cfg.mode, "tokens": total_steps * per_step * cfg.seq_len, "steps": total_steps,
         "val_loss_original": counter.extra.get("val_loss_original"),
@@ -374,8 +372,8 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
     if acc.is_main_process:
         from bilinear_lens.checkpoints import save_pretrained
 
-        restore_attention(raw)
-        save_pretrained(raw, out / "model", tokenizer)
+        restore_attention(export)
+        save_pretrained(export, out / "model", tokenizer)
         write_json(out / "metrics.json", metrics)
     acc.wait_for_everyone()
     return metrics
