@@ -38,13 +38,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(tmp_path: Path, cfg, tokenizer_dir: str, processes: int = 2) -> subprocess.CompletedProcess:
+def launch(tmp_path: Path, cfg, tokenizer_dir: str, launcher: str = "torchrun") -> subprocess.CompletedProcess:
+    """Two processes of the driver, started by ``torchrun`` or by ``accelerate launch`` (whose
+    multi-GPU launcher is the one that starts several processes; here they run on the CPU)."""
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     env.pop("ACCELERATE_USE_CPU", None)  # the converter must form the group by itself
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
-           f"--master_port={free_port()}", str(driver), json.dumps(cfg.__dict__), tokenizer_dir]
+    port = free_port()
+    if launcher == "torchrun":
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
+    else:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes=2",
+               "--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no", f"--main_process_port={port}"]
+    cmd += [str(driver), json.dumps(cfg.__dict__), tokenizer_dir]
     return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
@@ -55,8 +62,9 @@ def tokenizer_dir() -> str:
     return str(shared_path("models", "stories260k"))
 
 
-@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
-def test_two_processes_equal_one_with_the_global_batch_and_resume(tmp_path, tokenizer_dir, fsdp):
+@pytest.mark.parametrize("fsdp, launcher", [(False, "accelerate"), (True, "torchrun")],
+                         ids=["ddp-accelerate-launch", "fsdp-torchrun"])
+def test_two_processes_equal_one_with_the_global_batch_and_resume(tmp_path, tokenizer_dir, fsdp, launcher):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
@@ -64,7 +72,7 @@ def test_two_processes_equal_one_with_the_global_batch_and_resume(tmp_path, toke
     # two processes x batch 2, killed in the middle of step 3, then resumed
     # (with per-block gradient checkpointing, which must not change the result)
     crash = config(tmp_path, "ddp", batch_size=2, fail_at_step=3, fsdp=fsdp, grad_checkpointing=True)
-    res = launch(tmp_path, crash, tokenizer_dir)
+    res = launch(tmp_path, crash, tokenizer_dir, launcher)
     assert res.returncode != 0, res.stderr[-2000:]
     out = tmp_path / "ddp"
     assert (out / "checkpoint").exists() and not (out / "model").exists()
@@ -74,7 +82,7 @@ def test_two_processes_equal_one_with_the_global_batch_and_resume(tmp_path, toke
     else:
         assert {"random_states_0.pkl", "random_states_1.pkl"} <= set(written), written
     crash.fail_at_step, crash.resume = None, True
-    res = launch(tmp_path, crash, tokenizer_dir)
+    res = launch(tmp_path, crash, tokenizer_dir, launcher)
     assert res.returncode == 0, res.stderr[-3000:]
     two = json.loads((out / "metrics.json").read_text())
     assert two["processes"] == 2 and two["steps"] == one["steps"] == 6 and two["tokens"] == one["tokens"]

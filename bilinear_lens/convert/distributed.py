@@ -18,8 +18,8 @@ def make_accelerator(mixed_precision: str) -> Any:
       reset, so that several runs in one Python process can differ in precision.
     * Several processes (``accelerate launch`` or ``torchrun``, ``WORLD_SIZE > 1``): on a machine
       without CUDA, accelerate only forms the process group when told to use the CPU
-      (``ACCELERATE_USE_CPU``, which ``accelerate launch --cpu`` sets); it is set here, so that
-      ``torchrun`` works too. A launcher whose processes still end up alone is refused, since each
+      (``ACCELERATE_USE_CPU``); it is set here, so that ``torchrun`` and ``accelerate launch
+      --multi_gpu`` work on CPU processes too (``accelerate launch --cpu`` starts a single process). A launcher whose processes still end up alone is refused, since each
       would train its own copy into the same folder.
     """
     from accelerate import Accelerator
@@ -34,8 +34,9 @@ def make_accelerator(mixed_precision: str) -> Any:
     if acc.num_processes != world:
         raise RuntimeError(
             f"the launcher started {world} processes (WORLD_SIZE) but accelerate formed a group of "
-            f"{acc.num_processes}; launch with `accelerate launch --num_processes {world} -m "
-            "bilinear_lens.cli convert ...` (add --cpu on a machine without GPUs).")
+            f"{acc.num_processes}; launch with `accelerate launch --multi_gpu --num_processes {world} -m "
+            f"bilinear_lens.cli convert ...` or `torchrun --nproc_per_node {world} -m bilinear_lens.cli "
+            "convert ...` (accelerate's --cpu flag starts one process).")
     return acc
 
 
