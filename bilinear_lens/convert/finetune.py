@@ -267,8 +267,6 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
         template = cpu_copy(model)
     if cfg.grad_checkpointing:
         enable_gradient_checkpointing(model)
-    if teacher is not None:
-        teacher.to(device)
     if cfg.fsdp:
         shard_model(model)
         if teacher is not None:
