@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Union
 
-RUN_FILE = "run.json"
+RUN_FILE = "run.json"  # legacy: replaced by bilinear_lens.runs.folder
 
 
 def write_json(path: Union[str, Path], data: Any) -> None:
