@@ -65,7 +65,7 @@ def main() -> int:
     torch.manual_seed(0)
     clf = BilinearClassifier(d_hidden=args.d_hidden, n_layers=1, input_noise=0.4)
     train(clf, data.train, TrainConfig(epochs=args.epochs, batch_size=128, weight_decay=0.5),
-          checkpoint=out / "checkpoint.pt", progress=False)
+          checkpoint=out / "checkpoint", progress=False)
     clf.eval()
     test = data.test
     acc = accuracy(clf, test)

@@ -21,7 +21,8 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from bilinear_lens.checkpoints import atomic_dir, convert_bilinear_llama_weights, load_hf_model, save_pretrained
+from bilinear_lens.checkpoints import convert_bilinear_llama_weights, load_hf_model, save_pretrained
+from bilinear_lens.runs import atomic_dir
 from bilinear_lens.runs import RUN_FILE, prepare_run_dir, write_json  # noqa: F401 (write_json re-exported)
 
 OWNED = (RUN_FILE, "metrics.json", "model", "checkpoint", "tokenizer", "cache")

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Union
 
-from bilinear_lens.checkpoints import atomic_dir
+from bilinear_lens.runs import atomic_dir
 
 EOT = "<|endoftext|>"
 PAD = "<|pad|>"

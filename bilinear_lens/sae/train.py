@@ -142,7 +142,7 @@ def train_sae(
     from datasets import Dataset
     from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig
 
-    from bilinear_lens.checkpoints import atomic_dir
+    from bilinear_lens.runs import atomic_dir
     from bilinear_lens.sae.evals import evaluate_sae, write_evals
 
     out = Path(out)
