@@ -155,3 +155,13 @@ def test_classifier_bad_config(classifier_dir, text, needle):
     with pytest.raises(ValueError) as info:
         BilinearClassifier.load(classifier_dir)
     assert needle in _one_line(info.value)
+
+
+def test_official_names_with_a_slash_still_resolve(tmp_path, monkeypatch):
+    import transformer_lens.loading_from_pretrained as loading
+
+    monkeypatch.chdir(tmp_path)
+    assert loading.get_official_model_name("EleutherAI/pythia-70m") == "EleutherAI/pythia-70m"
+    assert loading.get_official_model_name("gpt2") == "gpt2"
+    with pytest.raises(CheckpointError, match="model folder EleutherAI/pythia-70q does not exist"):
+        loading.get_official_model_name("EleutherAI/pythia-70q")  # neither official nor a folder
