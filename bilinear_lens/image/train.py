@@ -143,8 +143,10 @@ def train(model: BilinearClassifier, train_data: ImageData, cfg: TrainConfig,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             value = float(loss.detach())
-            require_finite_loss(value, step + 1, f"the checkpoint of epoch {epoch}" if ckpt_path is not None
-                                and epoch > 0 else "nothing")
+            if not math.isfinite(value):
+                bar.close()
+                require_finite_loss(value, step + 1, f"the checkpoint of epoch {epoch}" if ckpt_path is not None
+                                    and epoch > 0 else "nothing")
             opt.step()
             loss_sum += value * len(idx)
             count += len(idx)
