@@ -17,6 +17,7 @@ import torch
 from transformer_lens.config.hooked_transformer_config import HookedTransformerConfig
 from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
 
+from bilinear_lens.checkpoints import published
 from bilinear_lens.checkpoints.hf_config import (
     SUPPORTED_LOCAL_ARCHITECTURES,
     CheckpointError,
@@ -107,7 +108,8 @@ def get_official_model_name(original: Callable, model_name: str) -> str:
     if path is not None:
         read_config(path)  # clear error for a folder without config.json
         return str(model_name)
-    return original(model_name)
+    hub = published.official_name(original, model_name)  # an authors'-format Hub repo id
+    return hub if hub is not None else original(model_name)
 
 
 def convert_hf_model_config(original: Callable, model_name: str, **kwargs: Any) -> Dict[str, Any]:
@@ -115,6 +117,8 @@ def convert_hf_model_config(original: Callable, model_name: str, **kwargs: Any) 
     path = _local_dir(model_name)
     if path is None:
         return original(model_name, **kwargs)
+    if published.is_authors_folder(path):
+        return published.tl_cfg_dict(path, **kwargs)
     config = read_config(path)
     if is_llama_config(config):
         return llama_cfg_dict(model_name, config)
@@ -168,6 +172,8 @@ def get_pretrained_state_dict(
     **kwargs: Any,
 ) -> Dict[str, torch.Tensor]:
     """State dict for a local Llama folder (biases kept); anything else goes to TransformerLens."""
+    if published.is_authors_folder(_local_dir(official_model_name)):
+        return published.tl_state_dict(Path(official_model_name), cfg, dtype=dtype, **kwargs)
     path = _local_llama(official_model_name)
     if path is None:
         return original(official_model_name, cfg, hf_model=hf_model, dtype=dtype, **kwargs)
