@@ -16,11 +16,18 @@ from bilinear_lens.registration import register, unregister
 
 register()
 
+try:  # the authors' signed TopK SAEs, registered in SAELens' own registry (SAE.load_from_disk reads them)
+    from bilinear_lens.sae.published import register_sae_architecture as _register_sae_architecture
+except ImportError:  # pragma: no cover - sae-lens is a dependency
+    _register_sae_architecture = None
+
 __version__ = "0.1.0"
 
 # Public names defined in submodules, imported on first use (keeps `import bilinear_lens` fast).
 _LAZY = {
     "load_pretrained": "bilinear_lens.loading",
+    "published_info": "bilinear_lens.checkpoints.authors",
+    "load_sae": "bilinear_lens.sae.published",
     "bilinear_layer": "bilinear_lens.decomposition.weights",
     "BilinearWeights": "bilinear_lens.decomposition.weights",
     "interaction_matrices": "bilinear_lens.decomposition.interaction",
