@@ -40,7 +40,7 @@ def looks_like_repo_id(name: Any) -> bool:
 
 
 def _offline_error(name: str, err: Exception) -> CheckpointError:
-    why = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+    why = str(err).split(". ")[0].splitlines()[0][:160] if str(err) else type(err).__name__
     return CheckpointError(
         f"{name} is not a local folder and could not be fetched from the Hugging Face Hub or its cache "
         f"({type(err).__name__}: {why}); pass a local folder in the authors' format, or run once with the Hub "
