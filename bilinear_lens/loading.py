@@ -39,6 +39,8 @@ def load_pretrained(path: Union[str, Path], processing: bool = True, scale_attn:
         kwargs[published.OVERRIDE] = bool(scale_attn)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
+        if kwargs.get("tokenizer") is not None:  # given: no warning about a missing one
+            warnings.filterwarnings("ignore", message=".*loaded without a tokenizer")
         load = HookedTransformer.from_pretrained if processing else HookedTransformer.from_pretrained_no_processing
         model = load(str(path), **kwargs)
     if authors:
