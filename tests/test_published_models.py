@@ -266,6 +266,19 @@ def test_import_model_loads_in_plain_transformers_with_the_same_log_probs(tmp_pa
     with torch.no_grad():
         lp = hf(ids).logits.log_softmax(-1).double()
     assert (lp - reference_forward(folder, ids)).abs().max() <= TOL
+    # ... and in a fresh process that never imports bilinear_lens (plain transformers, no plugin)
+    import subprocess
+
+    torch.save(ids, tmp_path / "ids.pt")
+    code = ("import sys, torch; from transformers import AutoModelForCausalLM; "
+            f"m = AutoModelForCausalLM.from_pretrained({str(out)!r}, dtype=torch.float32).eval(); "
+            f"ids = torch.load({str(tmp_path / 'ids.pt')!r}); "
+            "lp = m(ids).logits.log_softmax(-1).detach(); assert 'bilinear_lens' not in sys.modules; "
+            f"torch.save(lp, {str(tmp_path / 'lp.pt')!r})")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": ""})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (torch.load(tmp_path / "lp.pt").double() - reference_forward(folder, ids)).abs().max() <= TOL
     hf_tok = AutoTokenizer.from_pretrained(str(out))
     assert (hf_tok.bos_token, hf_tok.eos_token, hf_tok.unk_token, hf_tok.pad_token) == ("[BOS]", "[EOS]", "[UNK]", "[EOS]")
     assert hf_tok("Once upon")["input_ids"][0] == 1
