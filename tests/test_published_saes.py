@@ -207,3 +207,31 @@ def test_hub_sae_offline_not_cached_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(ValueError) as err:
         bilinear_lens.load_sae("tdooms/ts-medium-scope/5-mlp-in-x4-k30")
     assert "\n" not in str(err.value) and "Hugging Face" in str(err.value)
+
+
+def test_compare_runs_on_an_authors_model_with_imported_saes(tmp_path, capsys):
+    """`bilinear-lens compare` takes the authors' model folder and import-sae folders (mlp-in, mlp-out),
+    and refuses a resid-mid input SAE with a one-line error naming both hooks."""
+    import random
+
+    from bilinear_lens.cli import main
+    from test_published_models import _wordpiece
+
+    tok = _wordpiece(tmp_path / "model")
+    write_authors_model(tmp_path / "model", **{**MODEL, "vocab": tok.get_vocab_size(), "n_ctx": 64})
+    for name, point in (("in", "mlp-in"), ("out", "mlp-out"), ("mid", "resid-mid")):
+        write_authors_sae(tmp_path / f"a-{name}", point=(point, 1), k=8, seed=len(name))
+        assert main(["import-sae", str(tmp_path / f"a-{name}"), "--out", str(tmp_path / name)]) == 0
+    rng = random.Random(0)
+    words = "once upon a time there was a little girl named lily she loved 3 red balloons".split()
+    data = tmp_path / "val.txt"
+    data.write_text("\n<|endoftext|>\n".join(" ".join(rng.choice(words) for _ in range(60)) for _ in range(40)))
+    common = ["compare", "--model", str(tmp_path / "model"), "--layer", "1", "--sae-out", str(tmp_path / "out"),
+              "--data", str(data), "--rows", "8", "--context", "32", "--ks", "1,2"]
+    assert main(common + ["--sae-in", str(tmp_path / "in"), "--out", str(tmp_path / "cmp")]) == 0
+    metrics = json.loads((tmp_path / "cmp" / "metrics.json").read_text())
+    assert metrics  # written by compare's own pipeline
+    capsys.readouterr()
+    assert main(common + ["--sae-in", str(tmp_path / "mid"), "--out", str(tmp_path / "cmp2")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "blocks.1.hook_resid_mid" in err and "blocks.1.mlp.hook_in" in err and "\n" not in err
