@@ -329,3 +329,18 @@ def test_parameter_counts_of_the_published_shapes(repo):
         model = LlamaForCausalLM(LlamaConfig(**hf_llama_config(acfg, 1.0)))
     n = sum(p.numel() for name, p in model.named_parameters() if "norm" not in name)
     assert n == params
+
+
+def test_mistral_style_sentencepiece_tokenizer_from_the_folder(tmp_path, shared):
+    """The fw models' Mixtral tokenizer (stand-in: the TinyLlama SentencePiece tokenizer, same size and ids)."""
+    import shutil
+
+    src = shared("models", "tinyllama-tokenizer")
+    folder = write_authors_model(tmp_path / "m", extra={"tokenizer": "mistral"}, **{**SMALL, "vocab": 32000})
+    for f in src.iterdir():
+        shutil.copy(f, folder / f.name)
+    model = bilinear_lens.load_pretrained(str(folder))
+    toks = model.to_tokens("Once upon a time")[0].tolist()
+    assert toks[0] == 1 and toks.count(1) == 1 and model.tokenizer.bos_token == "<s>"
+    assert model.to_string(model.to_tokens("Once upon a time", prepend_bos=False)[0]) == "Once upon a time"
+    assert _gap(model, folder, torch.tensor([toks])) <= TOL
