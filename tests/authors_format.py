@@ -105,3 +105,20 @@ def reference_forward(path: Path, ids: torch.Tensor, scale_attn: Optional[bool] 
             cache[f"{i}.resid_post"] = x
     logits = _rms(x) @ w["lm_head.weight"].T
     return logits.log_softmax(-1)
+
+
+def wordpiece_tokenizer(folder: Path):
+    """A ts-4096-style WordPiece tokenizer (the note's normaliser, pre-tokeniser, post-processor) saved as
+    ``folder/tokenizer.json`` as published: no decoder, no named special tokens."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.StripAccents(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Punctuation(), pre_tokenizers.Whitespace(),
+                                                 pre_tokenizers.Digits(individual_digits=True)])
+    text = ["Once upon a time, there was a little girl named Lily. She loved 3 red balloons!"] * 10
+    tok.train_from_iterator(text, trainers.WordPieceTrainer(vocab_size=120, special_tokens=["[UNK]", "[BOS]", "[EOS]"]))
+    tok.post_processor = processors.TemplateProcessing(single="[BOS] $A", special_tokens=[("[BOS]", 1)])
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(str(folder / "tokenizer.json"))  # as published: no decoder, no named special tokens
+    return tok

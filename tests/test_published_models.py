@@ -16,7 +16,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from authors_format import ABSENT, reference_forward, write_authors_model  # noqa: E402
+from authors_format import ABSENT, reference_forward, wordpiece_tokenizer, write_authors_model  # noqa: E402
 
 import bilinear_lens  # noqa: E402
 from bilinear_lens.checkpoints import CheckpointError  # noqa: E402
@@ -207,23 +207,8 @@ def test_decomposition_identity_on_the_loaded_model(tmp_path):
     assert (x.double() - ref[f"{layer}.mlp_in"]).abs().max() <= 1e-4
 
 
-def _wordpiece(folder: Path):
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
-    tok.normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.StripAccents(), normalizers.Lowercase()])
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Punctuation(), pre_tokenizers.Whitespace(),
-                                                 pre_tokenizers.Digits(individual_digits=True)])
-    text = ["Once upon a time, there was a little girl named Lily. She loved 3 red balloons!"] * 10
-    tok.train_from_iterator(text, trainers.WordPieceTrainer(vocab_size=120, special_tokens=["[UNK]", "[BOS]", "[EOS]"]))
-    tok.post_processor = processors.TemplateProcessing(single="[BOS] $A", special_tokens=[("[BOS]", 1)])
-    folder.mkdir(parents=True, exist_ok=True)
-    tok.save(str(folder / "tokenizer.json"))  # as published: no decoder, no named special tokens
-    return tok
-
-
 def test_wordpiece_tokenizer_round_trips_through_transformer_lens(tmp_path):
-    tok = _wordpiece(tmp_path / "m")
+    tok = wordpiece_tokenizer(tmp_path / "m")
     assert tok.token_to_id("[UNK]") == 0 and tok.token_to_id("[BOS]") == 1 and tok.token_to_id("[EOS]") == 2
     folder = write_authors_model(tmp_path / "m", **{**SMALL, "vocab": tok.get_vocab_size()})
     model = bilinear_lens.load_pretrained(str(folder))
@@ -253,7 +238,7 @@ def test_import_model_loads_in_plain_transformers_with_the_same_log_probs(tmp_pa
 
     from bilinear_lens.cli import main
 
-    tok = _wordpiece(tmp_path / "m")
+    tok = wordpiece_tokenizer(tmp_path / "m")
     folder = write_authors_model(tmp_path / "m", scale_attn=ABSENT, inv_freq=True,
                                  **{**LARGE, "vocab": tok.get_vocab_size()})
     out = tmp_path / "llama"

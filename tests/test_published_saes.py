@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).parent))
-from authors_format import reference_forward, write_authors_model  # noqa: E402
+from authors_format import reference_forward, wordpiece_tokenizer, write_authors_model  # noqa: E402
 
 import bilinear_lens  # noqa: E402
 
@@ -215,9 +215,8 @@ def test_compare_runs_on_an_authors_model_with_imported_saes(tmp_path, capsys):
     import random
 
     from bilinear_lens.cli import main
-    from test_published_models import _wordpiece
 
-    tok = _wordpiece(tmp_path / "model")
+    tok = wordpiece_tokenizer(tmp_path / "model")
     write_authors_model(tmp_path / "model", **{**MODEL, "vocab": tok.get_vocab_size(), "n_ctx": 64})
     for name, point in (("in", "mlp-in"), ("out", "mlp-out"), ("mid", "resid-mid")):
         write_authors_sae(tmp_path / f"a-{name}", point=(point, 1), k=8, seed=len(name))

@@ -7,7 +7,7 @@ Hub repo id of one (``tdooms/ts-medium``), fetched through the Hugging Face cach
 ``HookedTransformer.from_pretrained(src)``, ``from_pretrained_no_processing`` and
 ``HookedSAETransformer.from_pretrained`` all load them; ``scale_attn=True/False`` passed to any of
 them overrides the config's key (absent = true). The choice is recorded on the model:
-``bilinear_lens.checkpoints.published_info(model)`` (also ``model.published``).
+``bilinear_lens.published_info(model)`` (also ``model.published`` once looked up).
 """
 
 from __future__ import annotations
