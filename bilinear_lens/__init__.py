@@ -41,6 +41,18 @@ def _on_transformer_lens() -> None:
 
 after_import("transformer_lens", _on_transformer_lens)
 
+
+
+def _on_sae_lens() -> None:
+    """The authors' signed TopK SAEs join SAELens' own registry once SAELens is imported, so that
+    ``SAE.load_from_disk`` reads the folders ``bilinear-lens import-sae`` writes."""
+    from bilinear_lens.sae.published import register_sae_architecture
+
+    register_sae_architecture()
+
+
+after_import("sae_lens", _on_sae_lens)
+
 __version__ = "0.1.0"
 
 # Public names defined in submodules, imported on first use (keeps `import bilinear_lens` fast).
@@ -48,6 +60,8 @@ _LAZY = {
     "BilinearMLP": "bilinear_lens.components.bilinear_mlp",
     "save_pretrained": "bilinear_lens.checkpoints.save",
     "load_pretrained": "bilinear_lens.loading",
+    "published_info": "bilinear_lens.checkpoints.authors",
+    "load_sae": "bilinear_lens.sae.published",
     "bilinear_layer": "bilinear_lens.decomposition.weights",
     "BilinearWeights": "bilinear_lens.decomposition.weights",
     "interaction_matrices": "bilinear_lens.decomposition.interaction",

@@ -23,6 +23,9 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     "train-sae": ("bilinear_lens.sae.cli", "train a SAELens SAE on a bilinear layer's MLP input or output"),
     "compare": ("bilinear_lens.sae.cli", "eigenvectors vs SAE features: metrics.json + index.html"),
     "convert": ("bilinear_lens.convert.cli", "finetune a SwiGLU model into a bilinear one"),
+    "import-model": ("bilinear_lens.published_cli",
+                     "write a paper authors' published model as a plain Hugging Face Llama folder"),
+    "import-sae": ("bilinear_lens.published_cli", "write a paper authors' published SAE in SAELens' format"),
 }
 COMMAND_MODULES = tuple(dict.fromkeys(module for module, _ in COMMANDS.values()))
 

@@ -17,6 +17,9 @@ _LAZY = {
     "convert_bilinear_llama_weights": "bilinear_lens.checkpoints.load",
     "load_hf_model": "bilinear_lens.checkpoints.load",
     "save_pretrained": "bilinear_lens.checkpoints.save",
+    "PublishedInfo": "bilinear_lens.checkpoints.authors",
+    "is_authors_folder": "bilinear_lens.checkpoints.authors",
+    "published_info": "bilinear_lens.checkpoints.authors",
 }
 
 
@@ -32,10 +35,13 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "CheckpointError",
     "MODEL_MARKER",
+    "PublishedInfo",
     "check_model_target",
     "check_weights",
     "convert_bilinear_llama_weights",
+    "is_authors_folder",
     "load_hf_model",
+    "published_info",
     "read_config",
     "save_pretrained",
 ]

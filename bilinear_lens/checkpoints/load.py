@@ -17,6 +17,7 @@ import torch
 from transformer_lens.config.hooked_transformer_config import HookedTransformerConfig
 from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
 
+from bilinear_lens.checkpoints import published
 from bilinear_lens.checkpoints.hf_config import (
     SUPPORTED_LOCAL_ARCHITECTURES,
     CheckpointError,
@@ -135,6 +136,9 @@ def get_official_model_name(original: Callable, model_name: str) -> str:
         name = os.fspath(model_name)
         if Path(name).expanduser().is_file() or name.startswith(("./", "../", "/", "~")):
             raise missing_folder(name)
+        hub = published.official_name(original, model_name)  # an authors'-format Hub repo id
+        if hub is not None:
+            return hub
         if _looks_like_path(name):  # "org/name" may still be an official name
             try:
                 return original(model_name)
@@ -148,6 +152,8 @@ def convert_hf_model_config(original: Callable, model_name: str, **kwargs: Any) 
     path = _local_dir(model_name)
     if path is None:
         return original(model_name, **kwargs)
+    if published.is_authors_folder(path):
+        return published.tl_cfg_dict(path, **kwargs)
     config = read_config(path)
     if is_llama_config(config):
         return llama_cfg_dict(model_name, config)
@@ -201,6 +207,8 @@ def get_pretrained_state_dict(
     **kwargs: Any,
 ) -> Dict[str, torch.Tensor]:
     """State dict for a local Llama folder (biases kept); anything else goes to TransformerLens."""
+    if published.is_authors_folder(_local_dir(official_model_name)):
+        return published.tl_state_dict(Path(official_model_name), cfg, dtype=dtype, **kwargs)
     path = _local_llama(official_model_name)
     if path is None:
         return original(official_model_name, cfg, hf_model=hf_model, dtype=dtype, **kwargs)
