@@ -1,52 +1,86 @@
-"""Registering bilinear MLPs with TransformerLens (and SAELens, and the TransformerBridge).
+"""Registering bilinear MLPs with TransformerLens (3.9 and 4.x), SAELens and the TransformerBridge.
 
 ``register()`` runs on ``import bilinear_lens``; it is idempotent and ``unregister()`` undoes it.
-TransformerLens 3.9 has no plugin registry for HookedTransformer architectures, so every step
-wraps a module attribute that TransformerLens resolves at call time and delegates everything
-it does not own:
 
-1. ``SUPPORTED_ACTIVATIONS["bilinear"]`` and ``["linear"]`` (identity), mutated in place: config
-   validation and the activation factory hold the same dict object.
-2. ``MLPFactory.create_mlp`` builds :class:`BilinearMLP` when ``gated_mlp`` and a bilinear
-   ``act_fn``; ``TransformerBlock`` calls it before ``setup()``, so hooks register normally.
-3. ``loading.get_official_model_name`` / ``convert_hf_model_config`` /
-   ``get_pretrained_state_dict`` accept local Hugging Face folders (see
-   :mod:`bilinear_lens.checkpoints.load`), which makes ``HookedTransformer.from_pretrained(dir)``,
-   ``from_pretrained_no_processing``, ``HookedSAETransformer`` and SAELens' ``load_model`` work.
-4. SAELens' ``add_hook_in_to_mlp`` skips :class:`BilinearMLP`, which has its own ``hook_in``.
-5. The TransformerBridge's activation resolver maps ``linear``/``bilinear`` to the identity
-   (stock TransformerLens silently falls back to SiLU in compatibility mode).
+**Public extension points** (used wherever they suffice):
+
+* ``ArchitectureAdapterFactory.register_adapter("LlamaForCausalLM", BilinearLlamaArchitectureAdapter)``:
+  ``TransformerBridge.boot_transformers(folder)`` builds :class:`~bilinear_lens.bridge.BilinearMLPBridge`
+  MLPs for bilinear Llama folders (``hidden_act="linear"``) and the stock mapping for all others.
+* The entry point ``BilinearLlamaForCausalLM`` in the group ``transformer_lens.architectures``
+  (``pyproject.toml``): TransformerLens loads it when it first selects an adapter, which imports
+  ``bilinear_lens`` and so runs this registration, also in a process that never imports it.
+* ``SUPPORTED_ACTIVATIONS["bilinear"]`` / ``["linear"]`` = identity (the registry of activation
+  names that config validation and the activation factory share; mutated in place).
+
+**Patches** (TransformerLens 3.x's ``HookedTransformer`` loading has no registry): the table
+:data:`PATCHES` is the complete list. Each entry names its target ``module:attribute``, why it is
+needed, and when it applies (``"hooked"``: TransformerLens < 4, whose ``HookedTransformer`` stack
+4.0 removed; ``"sae_lens"``: SAELens installed). Every applicable target is resolved before
+anything is changed; a missing one raises :class:`RegistrationError` naming the target and the
+installed TransformerLens version (never a silent skip: a skipped patch would silently change
+what a model computes).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from importlib import metadata
 from typing import Any, Callable, List, Tuple
 
 import torch
-import transformer_lens.loading_from_pretrained as loading
-from transformer_lens.factories.mlp_factory import MLPFactory
-from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
 
 from bilinear_lens.components.bilinear_mlp import BILINEAR_ACT_FNS, BilinearMLP, is_bilinear_act_fn
 
-_PATCHES: List[Tuple[Any, str, Any]] = []  # (owner, attribute, original)
+ADAPTER_ARCHITECTURES = ("LlamaForCausalLM",)
+"""HF architecture names whose bridge adapter :func:`register` replaces (bilinear folders are Llama folders)."""
+ENTRY_POINT_GROUP = "transformer_lens.architectures"
+ENTRY_POINT_NAME = "BilinearLlamaForCausalLM"
+
+
+class RegistrationError(RuntimeError):
+    """TransformerLens (or SAELens) no longer has an attribute the plugin must wrap."""
+
+
+def transformer_lens_version() -> str:
+    try:
+        return metadata.version("transformer-lens")
+    except metadata.PackageNotFoundError:  # pragma: no cover - a source checkout
+        import transformer_lens
+
+        return getattr(transformer_lens, "__version__", "unknown")
+
+
+def has_hooked_transformer() -> bool:
+    """True on TransformerLens 3.x (4.0 removed ``HookedTransformer`` and its loading code)."""
+    major = transformer_lens_version().split(".")[0]
+    return not (major.isdigit() and int(major) >= 4)
+
+
+def has_sae_lens() -> bool:
+    return importlib.util.find_spec("sae_lens") is not None
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _patch(owner: Any, name: str, make_wrapper: Callable[[Any], Any]) -> None:
-    # Classes keep the raw descriptor (a staticmethod stays a staticmethod on restore).
-    original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
-    _PATCHES.append((owner, name, original))
-    setattr(owner, name, make_wrapper(original))
+# ------------------------------------------------------------------------------- the wrappers
 
 
 def _create_mlp(original: Callable) -> Callable:
+    original = getattr(original, "__func__", original)
+
     @functools.wraps(original)
     def create_mlp(cfg):
+        if is_bilinear_act_fn(cfg.act_fn) and not cfg.gated_mlp:
+            raise ValueError(
+                f"act_fn={cfg.act_fn!r} with gated_mlp=False would be a purely linear MLP; a bilinear "
+                "MLP is a gated one: set gated_mlp=True."
+            )
         if cfg.gated_mlp and not cfg.num_experts and is_bilinear_act_fn(cfg.act_fn):
             return BilinearMLP(cfg)
         return original(cfg)
@@ -54,8 +88,12 @@ def _create_mlp(original: Callable) -> Callable:
     return staticmethod(create_mlp)
 
 
-def _loading_wrapper(ours: Callable) -> Callable[[Callable], Callable]:
+def _loading(ours_name: str) -> Callable[[Callable], Callable]:
     def make(original: Callable) -> Callable:
+        from bilinear_lens.checkpoints import load as ckpt
+
+        ours = getattr(ckpt, ours_name)
+
         @functools.wraps(original)
         def wrapper(*args, **kwargs):
             return ours(original, *args, **kwargs)
@@ -75,57 +113,125 @@ def _sae_lens_hook_in(original: Callable) -> Callable:
     return add_hook_in_to_mlp
 
 
-def _bridge_activation(original: Callable) -> Callable:
-    @functools.wraps(original)
-    def resolve_activation_fn(config):
-        for attr in ("activation_function", "hidden_activation", "hidden_act", "act_fn"):
-            name = getattr(config, attr, None) if config is not None else None
-            if name is not None:
-                return _identity if is_bilinear_act_fn(name) else original(config)
-        return original(config)
+@dataclass(frozen=True)
+class Patch:
+    """One wrapped upstream attribute: ``module:attribute`` (``attribute`` may be ``Class.name``)."""
 
-    return resolve_activation_fn
+    module: str
+    attribute: str
+    wrap: Callable[[Any], Any]
+    needs: str  # "hooked" (TransformerLens < 4) or "sae_lens" (SAELens installed)
+    why: str
+
+    @property
+    def target(self) -> str:
+        return f"{self.module}:{self.attribute}"
+
+    def applies(self) -> bool:
+        return {"hooked": has_hooked_transformer, "sae_lens": has_sae_lens}[self.needs]()
+
+
+PATCHES: Tuple[Patch, ...] = (
+    Patch("transformer_lens.factories.mlp_factory", "MLPFactory.create_mlp", _create_mlp, "hooked",
+          "HookedTransformer blocks get BilinearMLP for act_fn='bilinear'/'linear' (and refuse gated_mlp=False)"),
+    Patch("transformer_lens.loading_from_pretrained", "get_official_model_name",
+          _loading("get_official_model_name"), "hooked", "a local model folder is its own official name"),
+    Patch("transformer_lens.loading_from_pretrained", "convert_hf_model_config",
+          _loading("convert_hf_model_config"), "hooked", "config of local Llama folders (bilinear or SwiGLU)"),
+    Patch("transformer_lens.loading_from_pretrained", "get_pretrained_state_dict",
+          _loading("get_pretrained_state_dict"), "hooked", "weights of local Llama folders, MLP biases included"),
+    Patch("sae_lens.analysis.hooked_sae_transformer", "add_hook_in_to_mlp", _sae_lens_hook_in, "sae_lens",
+          "HookedSAETransformer keeps BilinearMLP's own hook_in instead of adding a second one"),
+)
+"""Every upstream attribute the plugin wraps; nothing outside this table is patched."""
+
+# ------------------------------------------------------------------------------- state
+
+_APPLIED: List[Tuple[Any, str, Any]] = []  # (owner, name, original) of applied patches
+_ADAPTERS: List[str] = []  # architectures whose bridge adapter register() replaced
+_REGISTERED = False
+
+
+def _resolve(patch: Patch) -> Tuple[Any, str, Any]:
+    """``(owner, name, raw original)``; :class:`RegistrationError` when the target is gone."""
+    version = transformer_lens_version()
+    try:
+        owner = importlib.import_module(patch.module)
+        *path, name = patch.attribute.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
+    except (ImportError, AttributeError, KeyError) as err:
+        raise RegistrationError(
+            f"bilinear-lens cannot patch {patch.target} ({patch.why}): it is missing in TransformerLens "
+            f"{version} ({type(err).__name__}: {err}). This TransformerLens version moved it; install "
+            "transformer-lens 3.9 (default) or 4.x (bridge only), or report it to bilinear-lens."
+        ) from err
+    return owner, name, original
+
+
+def applicable_patches() -> List[Patch]:
+    """The entries of :data:`PATCHES` that apply to the installed TransformerLens/SAELens."""
+    return [p for p in PATCHES if p.applies()]
 
 
 def is_registered() -> bool:
-    return bool(_PATCHES)
+    return _REGISTERED
 
 
 def register() -> None:
-    """Install every hook of the plugin (idempotent)."""
-    if _PATCHES:
+    """Install the adapter, the activations and every applicable patch (idempotent, all or nothing)."""
+    global _REGISTERED
+    if _REGISTERED:
         return
-    from bilinear_lens.checkpoints import load as ckpt
+    resolved = [(patch, _resolve(patch)) for patch in applicable_patches()]  # verify all first
+    from transformer_lens.factories.architecture_adapter_factory import ArchitectureAdapterFactory
+    from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
+
+    from bilinear_lens.bridge.adapter import BilinearLlamaArchitectureAdapter
 
     for name in BILINEAR_ACT_FNS:
         SUPPORTED_ACTIVATIONS[name] = _identity
-    _patch(MLPFactory, "create_mlp", lambda orig: _create_mlp(orig.__func__))
-    _patch(loading, "get_official_model_name", _loading_wrapper(ckpt.get_official_model_name))
-    _patch(loading, "convert_hf_model_config", _loading_wrapper(ckpt.convert_hf_model_config))
-    _patch(loading, "get_pretrained_state_dict", _loading_wrapper(ckpt.get_pretrained_state_dict))
-    try:
-        import sae_lens.analysis.hooked_sae_transformer as hst
-    except Exception:  # pragma: no cover - sae-lens is a dependency, but stay importable without it
-        hst = None
-    if hst is not None:
-        _patch(hst, "add_hook_in_to_mlp", _sae_lens_hook_in)
-    for module_name in ("gated_mlp", "joint_gate_up_mlp"):
-        try:
-            module = __import__(
-                f"transformer_lens.model_bridge.generalized_components.{module_name}",
-                fromlist=["resolve_activation_fn"],
-            )
-        except Exception:  # pragma: no cover - bridge layout differs between versions
-            continue
-        if hasattr(module, "resolve_activation_fn"):
-            _patch(module, "resolve_activation_fn", _bridge_activation)
+    for architecture in ADAPTER_ARCHITECTURES:
+        ArchitectureAdapterFactory.register_adapter(architecture, BilinearLlamaArchitectureAdapter)
+        _ADAPTERS.append(architecture)
+    for patch, (owner, name, original) in resolved:
+        _APPLIED.append((owner, name, original))
+        setattr(owner, name, patch.wrap(original))
+    _REGISTERED = True
 
 
 def unregister() -> None:
-    """Undo :func:`register` (restores every wrapped attribute, drops the activations)."""
-    while _PATCHES:
-        owner, name, original = _PATCHES.pop()
+    """Undo :func:`register`: restore every wrapped attribute and adapter, drop the activations."""
+    global _REGISTERED
+    while _APPLIED:
+        owner, name, original = _APPLIED.pop()
         setattr(owner, name, original)
+    if _ADAPTERS:
+        from transformer_lens.factories.architecture_adapter_factory import (
+            SUPPORTED_ARCHITECTURES,
+            ArchitectureAdapterFactory,
+        )
+
+        while _ADAPTERS:  # back to TransformerLens' own adapter for the name
+            architecture = _ADAPTERS.pop()
+            ArchitectureAdapterFactory.register_adapter(architecture, SUPPORTED_ARCHITECTURES[architecture])
+    from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
+
     for name in BILINEAR_ACT_FNS:
         SUPPORTED_ACTIVATIONS.pop(name, None)
+    _REGISTERED = False
 
+
+def entry_point_installed() -> bool:
+    """True when this installation declares the ``transformer_lens.architectures`` entry point."""
+    return any(ep.name == ENTRY_POINT_NAME and ep.value.startswith("bilinear_lens")
+               for ep in metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+def describe() -> str:
+    """One line per table entry: target, applies or not, why (for docs and bug reports)."""
+    lines = [f"TransformerLens {transformer_lens_version()}"]
+    for p in PATCHES:
+        lines.append(f"{'applied' if p.applies() else 'n/a    '}  {p.target}  ({p.needs}): {p.why}")
+    return "\n".join(lines)
