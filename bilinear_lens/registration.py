@@ -16,7 +16,7 @@
 **Patches** (TransformerLens 3.x's ``HookedTransformer`` loading has no registry): the table
 :data:`PATCHES` is the complete list. Each entry names its target ``module:attribute``, why it is
 needed, and when it applies (``"hooked"``: TransformerLens < 4, whose ``HookedTransformer`` stack
-4.0 removed; ``"sae_lens"``: SAELens installed). Every applicable target is resolved before
+4.0 removed; ``"hooked_sae"``: that and SAELens installed, for ``HookedSAETransformer``). Every applicable target is resolved before
 anything is changed; a missing one raises :class:`RegistrationError` naming the target and the
 installed TransformerLens version (never a silent skip: a skipped patch would silently change
 what a model computes).
@@ -120,7 +120,7 @@ class Patch:
     module: str
     attribute: str
     wrap: Callable[[Any], Any]
-    needs: str  # "hooked" (TransformerLens < 4) or "sae_lens" (SAELens installed)
+    needs: str  # "hooked" (TransformerLens < 4), "hooked_sae" (and SAELens installed) or "always"
     why: str
 
     @property
@@ -128,7 +128,9 @@ class Patch:
         return f"{self.module}:{self.attribute}"
 
     def applies(self) -> bool:
-        return {"hooked": has_hooked_transformer, "sae_lens": has_sae_lens}[self.needs]()
+        if self.needs == "hooked_sae":
+            return has_hooked_transformer() and has_sae_lens()
+        return {"hooked": has_hooked_transformer, "always": lambda: True}[self.needs]()
 
 
 PATCHES: Tuple[Patch, ...] = (
@@ -140,7 +142,7 @@ PATCHES: Tuple[Patch, ...] = (
           _loading("convert_hf_model_config"), "hooked", "config of local Llama folders (bilinear or SwiGLU)"),
     Patch("transformer_lens.loading_from_pretrained", "get_pretrained_state_dict",
           _loading("get_pretrained_state_dict"), "hooked", "weights of local Llama folders, MLP biases included"),
-    Patch("sae_lens.analysis.hooked_sae_transformer", "add_hook_in_to_mlp", _sae_lens_hook_in, "sae_lens",
+    Patch("sae_lens.analysis.hooked_sae_transformer", "add_hook_in_to_mlp", _sae_lens_hook_in, "hooked_sae",
           "HookedSAETransformer keeps BilinearMLP's own hook_in instead of adding a second one"),
 )
 """Every upstream attribute the plugin wraps; nothing outside this table is patched."""
