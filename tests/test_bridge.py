@@ -16,6 +16,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 import bilinear_lens as bl
 from bilinear_lens.bridge import BilinearMLPBridge
+from bilinear_lens.hooks import METADATA_KEY, check_processing, processing_signature
 from bilinear_lens.registration import has_hooked_transformer
 
 L = 1
@@ -237,3 +238,45 @@ def test_sae_transformer_bridge_with_saes_on_the_bilinear_hooks(folders):
         expected = boot(path, compat=True).run_with_hooks(tokens(), fwd_hooks=hooks)
     torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
     assert model.blocks[L].mlp.eigen is None
+
+
+class _Metadata(dict):
+    """Dict-style stand-in for SAELens' SAEMetadata (``.hook_name``, ``.get``), so this runs without SAELens."""
+
+    __getattr__ = dict.get
+
+
+def _sae(hook_name, record=None):
+    from types import SimpleNamespace
+
+    meta = _Metadata(hook_name=hook_name)
+    if record is not None:
+        meta[METADATA_KEY] = record
+    return SimpleNamespace(cfg=SimpleNamespace(metadata=meta))
+
+
+def test_processing_signature_reads_fold_ln_off_the_model(folders):
+    path, _ = folders["bilinear"]
+    raw, processed = boot(path, False), boot(path, True)
+    assert processing_signature(raw) == {"fold_ln": False} and processing_signature(processed) == {"fold_ln": True}
+    # what the signature stands for: hook_in differs exactly by ln2's weight
+    hook = f"blocks.{L}.mlp.hook_in"
+    _, c_raw = raw.run_with_cache(tokens(), names_filter=hook)
+    _, c_proc = processed.run_with_cache(tokens(), names_filter=hook)
+    w = raw.blocks[L].ln2.original_component.weight.detach()
+    assert not torch.allclose(w, torch.ones_like(w))
+    torch.testing.assert_close(c_raw[hook], c_proc[hook] * w, rtol=1e-5, atol=1e-6)
+    if has_hooked_transformer():
+        assert processing_signature(bl.load_pretrained(path)) == {"fold_ln": True}
+        assert processing_signature(bl.load_pretrained(path, processing=False)) == {"fold_ln": False}
+
+
+def test_check_processing_refuses_an_sae_trained_with_other_processing(folders):
+    raw = boot(folders["bilinear"][0], False)
+    hook_in, hook_out = f"blocks.{L}.mlp.hook_in", f"blocks.{L}.hook_mlp_out"
+    with pytest.raises(ValueError, match=r"trained on a model with fold_ln .* this model is without fold_ln.*"
+                                         r"enable_compatibility_mode"):
+        check_processing(raw, _sae(hook_in, {"fold_ln": True}), "input SAE")
+    check_processing(raw, _sae(hook_in, {"fold_ln": False}))  # same processing
+    check_processing(raw, _sae(hook_in))  # no record (an SAE from elsewhere)
+    check_processing(raw, _sae(hook_out, {"fold_ln": True}))  # fold_ln does not change hook_mlp_out

@@ -107,6 +107,17 @@ def test_save_rejects_inexpressible_model(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("overrides, reason", [
+    ({"use_normalization_before_and_after": True}, "use_normalization_before_and_after=True"),
+    ({"d_vocab_out": 50}, "d_vocab_out=50 differs from d_vocab=97"),
+])
+def test_save_refuses_what_llama_cannot_express(tmp_path, overrides, reason):
+    model = HookedTransformer(tiny_cfg(**overrides))
+    with pytest.raises(CheckpointError, match=reason):
+        save_pretrained(model, tmp_path / "out")
+    assert os.listdir(tmp_path) == []
+
+
 def test_missing_config_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="has no config.json"):
