@@ -26,7 +26,8 @@ import torch.nn as nn
 from jaxtyping import Float
 from safetensors.torch import load_file, save_file
 from torch import Tensor
-from transformer_lens.hook_points import HookedRootModule, HookPoint
+from transformer_lens import HookedRootModule  # (kept in TransformerLens 4)
+from transformer_lens.hook_points import HookPoint
 
 from bilinear_lens.checkpoints import atomic_dir
 from bilinear_lens.components.bilinear_mlp import BilinearMLP
