@@ -280,3 +280,9 @@ def test_check_processing_refuses_an_sae_trained_with_other_processing(folders):
     check_processing(raw, _sae(hook_in, {"fold_ln": False}))  # same processing
     check_processing(raw, _sae(hook_in))  # no record (an SAE from elsewhere)
     check_processing(raw, _sae(hook_out, {"fold_ln": True}))  # fold_ln does not change hook_mlp_out
+
+
+@pytest.mark.skipif(has_hooked_transformer(), reason="checks the TransformerLens 4.x refusal")
+def test_load_pretrained_on_transformer_lens_4_points_to_the_bridge(folders):
+    with pytest.raises(bl.CheckpointError, match=r"no longer has; use TransformerBridge.boot_transformers\(path\)"):
+        bl.load_pretrained(folders["bilinear"][0])

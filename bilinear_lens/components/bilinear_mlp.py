@@ -23,7 +23,8 @@ Hook points (names read like paths, ``blocks.{L}.mlp.hook_*``):
 The module depends only on ``torch`` and TransformerLens' ``HookPoint`` (kept in TransformerLens 4)
 and on a config exposing ``d_model``, ``d_mlp`` and ``dtype`` (a ``HookedTransformerConfig``, a
 :class:`BilinearConfig` or a dict), so the same block serves HookedTransformer, the image
-classifiers and a future TransformerBridge component. Like every TransformerLens MLP it has
+classifiers and the converter (the TransformerBridge has its own component over the Hugging Face
+projections, :class:`bilinear_lens.bridge.BilinearMLPBridge`, with the same hooks and weight names). Like every TransformerLens MLP it has
 ``cfg``, ``d_mlp`` and ``act_fn`` attributes.
 """
 
