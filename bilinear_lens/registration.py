@@ -147,6 +147,20 @@ PATCHES: Tuple[Patch, ...] = (
 )
 """Every upstream attribute the plugin wraps; nothing outside this table is patched."""
 
+EXTENSION_POINTS: Tuple[Tuple[str, str, str], ...] = (
+    ("transformer_lens.factories.architecture_adapter_factory", "ArchitectureAdapterFactory.register_adapter",
+     "registers the bilinear Llama bridge adapter"),
+    ("transformer_lens.factories.architecture_adapter_factory", "SUPPORTED_ARCHITECTURES",
+     "TransformerLens' own adapters (restored by unregister)"),
+    ("transformer_lens.utilities.activation_functions", "SUPPORTED_ACTIVATIONS",
+     "the activation-name registry ('bilinear'/'linear' = identity)"),
+    ("transformer_lens.model_bridge.supported_architectures.llama", "LlamaArchitectureAdapter",
+     "the base of the bilinear Llama adapter"),
+    ("transformer_lens.model_bridge.generalized_components.gated_mlp", "GatedMLPBridge",
+     "the base of BilinearMLPBridge"),
+)
+"""The public TransformerLens names the plugin builds on; verified like the patch targets."""
+
 # ------------------------------------------------------------------------------- state
 
 _APPLIED: List[Tuple[Any, str, Any]] = []  # (owner, name, original) of applied patches
@@ -156,16 +170,20 @@ _REGISTERED = False
 
 def _resolve(patch: Patch) -> Tuple[Any, str, Any]:
     """``(owner, name, raw original)``; :class:`RegistrationError` when the target is gone."""
+    return _resolve_target(patch.module, patch.attribute, patch.why, "patch")
+
+
+def _resolve_target(module: str, attribute: str, why: str, verb: str = "use") -> Tuple[Any, str, Any]:
     version = transformer_lens_version()
     try:
-        owner = importlib.import_module(patch.module)
-        *path, name = patch.attribute.split(".")
+        owner = importlib.import_module(module)
+        *path, name = attribute.split(".")
         for part in path:
             owner = getattr(owner, part)
         original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
     except (ImportError, AttributeError, KeyError) as err:
         raise RegistrationError(
-            f"bilinear-lens cannot patch {patch.target} ({patch.why}): it is missing in TransformerLens "
+            f"bilinear-lens cannot {verb} {module}:{attribute} ({why}): it is missing in TransformerLens "
             f"{version} ({type(err).__name__}: {err}). This TransformerLens version moved it; install "
             "transformer-lens 3.9 (default) or 4.x (bridge only), or report it to bilinear-lens."
         ) from err
@@ -186,7 +204,9 @@ def register() -> None:
     global _REGISTERED
     if _REGISTERED:
         return
-    resolved = [(patch, _resolve(patch)) for patch in applicable_patches()]  # verify all first
+    for module, attribute, why in EXTENSION_POINTS:  # verify everything before changing anything
+        _resolve_target(module, attribute, why)
+    resolved = [(patch, _resolve(patch)) for patch in applicable_patches()]
     from transformer_lens.factories.architecture_adapter_factory import ArchitectureAdapterFactory
     from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
 

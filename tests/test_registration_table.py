@@ -120,3 +120,12 @@ def test_bilinear_act_fn_without_gated_mlp_is_refused():
     with pytest.raises(ValueError, match="act_fn='bilinear' with gated_mlp=False .* set gated_mlp=True"):
         HookedTransformer(tiny_cfg(gated_mlp=False))
     assert isinstance(HookedTransformer(tiny_cfg()).blocks[0].mlp, bl.BilinearMLP)
+
+
+def test_removed_extension_point_raises_too(unregistered, monkeypatch):
+    monkeypatch.delattr(ArchitectureAdapterFactory, "register_adapter")
+    with pytest.raises(reg.RegistrationError, match=r"cannot use transformer_lens.factories.architecture_adapter_factory:"
+                                                     r"ArchitectureAdapterFactory.register_adapter .* missing in "
+                                                     r"TransformerLens \d"):
+        reg.register()
+    assert not reg.is_registered() and "bilinear" not in SUPPORTED_ACTIVATIONS
