@@ -31,11 +31,16 @@ def unregister() -> None:
     _unregister()
 
 
+_REGISTERS_ITSELF = ("bilinear_lens.registration", "bilinear_lens.bridge", "bilinear_lens.bridge.adapter",
+                     "bilinear_lens.bridge.mlp")
+"""Modules that registration imports; each registers at its end when it was what imported TransformerLens."""
+
+
 def _on_transformer_lens() -> None:
     from bilinear_lens._after_import import is_importing
 
-    if is_importing("bilinear_lens.registration"):
-        return  # registration.py is importing TransformerLens itself; it registers when it is done
+    if any(is_importing(name) for name in _REGISTERS_ITSELF):
+        return  # that module is importing TransformerLens itself; registration runs when it is done
     register()
 
 

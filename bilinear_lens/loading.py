@@ -23,6 +23,16 @@ def load_pretrained(path: Union[str, Path], processing: bool = True, scale_attn:
     ``model.published``. Extra keyword arguments (``dtype``, ``n_ctx``, ``first_n_layers``,
     ``device``, ``fold_ln``, ``hf_model``, ``tokenizer``, ...) are passed through.
     """
+    from bilinear_lens.registration import has_hooked_transformer, transformer_lens_version
+
+    if not has_hooked_transformer():
+        from bilinear_lens.checkpoints.hf_config import CheckpointError
+
+        raise CheckpointError(
+            f"load_pretrained builds a HookedTransformer, which TransformerLens {transformer_lens_version()} no "
+            "longer has; use TransformerBridge.boot_transformers(path) (docs/bridge.md), or install "
+            "transformer-lens 3.9."
+        )
     from transformer_lens import HookedTransformer
 
     from bilinear_lens.checkpoints import published

@@ -1,81 +1,112 @@
-"""Registering bilinear MLPs with TransformerLens (and SAELens, and the TransformerBridge).
+"""Registering bilinear MLPs with TransformerLens (3.9 and 4.x), SAELens and the TransformerBridge.
 
-``register()`` runs when TransformerLens is imported (at once if ``import bilinear_lens`` finds it
-imported already; otherwise the moment it is, so ``import bilinear_lens`` itself loads neither torch
-nor TransformerLens, :mod:`bilinear_lens._after_import`); it is idempotent and ``unregister()`` undoes it.
-TransformerLens 3.9 has no plugin registry for HookedTransformer architectures, so every step
-wraps a module attribute that TransformerLens resolves at call time and delegates everything
-it does not own:
+``register()`` runs when TransformerLens is imported (at once if ``import bilinear_lens`` finds it imported
+already; otherwise the moment it is, :mod:`bilinear_lens._after_import`, so ``import bilinear_lens`` itself loads
+neither torch nor TransformerLens); importing this module registers too. It is idempotent and ``unregister()``
+undoes it. The package's heavier modules (``BilinearMLP``, the loaders) are imported when a wrapper is first
+called, never at registration, since registration may run while one of them is importing TransformerLens.
 
-1. ``SUPPORTED_ACTIVATIONS["bilinear"]`` and ``["linear"]`` (identity), mutated in place: config
-   validation and the activation factory hold the same dict object.
-2. ``MLPFactory.create_mlp`` builds :class:`BilinearMLP` when ``gated_mlp`` and a bilinear
-   ``act_fn``; ``TransformerBlock`` calls it before ``setup()``, so hooks register normally.
-3. ``loading.get_official_model_name`` / ``convert_hf_model_config`` /
-   ``get_pretrained_state_dict`` accept local Hugging Face folders (see
-   :mod:`bilinear_lens.checkpoints.load`), which makes ``HookedTransformer.from_pretrained(dir)``,
-   ``from_pretrained_no_processing``, ``HookedSAETransformer`` and SAELens' ``load_model`` work.
-4. SAELens' ``add_hook_in_to_mlp`` skips :class:`BilinearMLP`, which has its own ``hook_in``.
-5. The TransformerBridge's activation resolver maps ``linear``/``bilinear`` to the identity
-   (stock TransformerLens silently falls back to SiLU in compatibility mode).
+**Public extension points** (used wherever they suffice):
+
+* ``ArchitectureAdapterFactory.register_adapter("LlamaForCausalLM", BilinearLlamaArchitectureAdapter)``:
+  ``TransformerBridge.boot_transformers(folder)`` builds :class:`~bilinear_lens.bridge.BilinearMLPBridge`
+  MLPs for bilinear Llama folders (``hidden_act="linear"``) and the stock mapping for all others.
+* The entry point ``BilinearLlamaForCausalLM`` in the group ``transformer_lens.architectures``
+  (``pyproject.toml``): TransformerLens loads it when it first selects an adapter, which imports
+  ``bilinear_lens`` and so runs this registration, also in a process that never imports it.
+* ``SUPPORTED_ACTIVATIONS["bilinear"]`` / ``["linear"]`` = identity (the registry of activation
+  names that config validation and the activation factory share; mutated in place).
+
+**Patches** (TransformerLens 3.x's ``HookedTransformer`` loading has no registry): the table
+:data:`PATCHES` is the complete list. Each entry names its target ``module:attribute``, why it is
+needed, and when it applies (``"hooked"``: TransformerLens < 4, whose ``HookedTransformer`` stack
+4.0 removed; ``"hooked_sae"``: that and SAELens, for ``HookedSAETransformer``). Every applicable target is
+resolved before anything is changed; a missing one raises :class:`RegistrationError` naming the target and
+the installed TransformerLens version (never a silent skip: a skipped patch would silently change what a
+model computes). SAELens' rows are resolved and applied when SAELens' module is imported (at once if it
+already is), with the same check, so registering does not import SAELens.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from importlib import metadata
 from typing import Any, Callable, List, Tuple
 
 import torch
-import transformer_lens.loading_from_pretrained as loading
-from transformer_lens.factories.mlp_factory import MLPFactory
-from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
 
 from bilinear_lens._after_import import after_import, cancel_all
-
-BILINEAR_ACT_FNS = ("bilinear", "linear")
-"""= :data:`bilinear_lens.components.bilinear_mlp.BILINEAR_ACT_FNS` (a test checks they agree).
-The package's own modules are imported at call time only: ``register`` may run while one of them
-is being imported (the one whose import of TransformerLens triggered it)."""
+from bilinear_lens.components.act_fns import BILINEAR_ACT_FNS, is_bilinear_act_fn
 
 
-def _bilinear() -> Any:
-    from bilinear_lens.components import bilinear_mlp
+def _bilinear_mlp() -> type:
+    from bilinear_lens.components.bilinear_mlp import BilinearMLP
 
-    return bilinear_mlp
+    return BilinearMLP
 
-_PATCHES: List[Tuple[Any, str, Any]] = []  # (owner, attribute, original)
+ADAPTER_ARCHITECTURES = ("LlamaForCausalLM",)
+"""HF architecture names whose bridge adapter :func:`register` replaces (bilinear folders are Llama folders)."""
+ENTRY_POINT_GROUP = "transformer_lens.architectures"
+ENTRY_POINT_NAME = "BilinearLlamaForCausalLM"
+
+
+class RegistrationError(RuntimeError):
+    """TransformerLens (or SAELens) no longer has an attribute the plugin must wrap."""
+
+
+def transformer_lens_version() -> str:
+    try:
+        return metadata.version("transformer-lens")
+    except metadata.PackageNotFoundError:  # pragma: no cover - a source checkout
+        import transformer_lens
+
+        return getattr(transformer_lens, "__version__", "unknown")
+
+
+def has_hooked_transformer() -> bool:
+    """True on TransformerLens 3.x (4.0 removed ``HookedTransformer`` and its loading code)."""
+    major = transformer_lens_version().split(".")[0]
+    return not (major.isdigit() and int(major) >= 4)
+
+
+def has_sae_lens() -> bool:
+    return importlib.util.find_spec("sae_lens") is not None
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _patch(owner: Any, name: str, make_wrapper: Callable[[Any], Any]) -> None:
-    # Classes keep the raw descriptor (a staticmethod stays a staticmethod on restore).
-    original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
-    _PATCHES.append((owner, name, original))
-    setattr(owner, name, make_wrapper(original))
+# ------------------------------------------------------------------------------- the wrappers
 
 
 def _create_mlp(original: Callable) -> Callable:
+    original = getattr(original, "__func__", original)
+
     @functools.wraps(original)
     def create_mlp(cfg):
-        if cfg.gated_mlp and not cfg.num_experts and _bilinear().is_bilinear_act_fn(cfg.act_fn):
-            return _bilinear().BilinearMLP(cfg)
+        if is_bilinear_act_fn(cfg.act_fn) and not cfg.gated_mlp:
+            raise ValueError(
+                f"act_fn={cfg.act_fn!r} with gated_mlp=False would be a purely linear MLP; a bilinear "
+                "MLP is a gated one: set gated_mlp=True."
+            )
+        if cfg.gated_mlp and not cfg.num_experts and is_bilinear_act_fn(cfg.act_fn):
+            return _bilinear_mlp()(cfg)
         return original(cfg)
 
     return staticmethod(create_mlp)
 
 
-def _loading_wrapper(name: str) -> Callable[[Callable], Callable]:
-    """Wrap TransformerLens' ``name`` with :mod:`bilinear_lens.checkpoints.load`'s function of that name."""
-
+def _loading(ours_name: str) -> Callable[[Callable], Callable]:
     def make(original: Callable) -> Callable:
         @functools.wraps(original)
         def wrapper(*args, **kwargs):
             from bilinear_lens.checkpoints import load as ckpt
 
-            return getattr(ckpt, name)(original, *args, **kwargs)
+            return getattr(ckpt, ours_name)(original, *args, **kwargs)
 
         return wrapper
 
@@ -85,70 +116,178 @@ def _loading_wrapper(name: str) -> Callable[[Callable], Callable]:
 def _sae_lens_hook_in(original: Callable) -> Callable:
     @functools.wraps(original)
     def add_hook_in_to_mlp(mlp):
-        if isinstance(mlp, _bilinear().BilinearMLP):
+        if isinstance(mlp, _bilinear_mlp()):
             return  # it already has a real hook_in
         return original(mlp)
 
     return add_hook_in_to_mlp
 
 
-def _bridge_activation(original: Callable) -> Callable:
-    @functools.wraps(original)
-    def resolve_activation_fn(config):
-        for attr in ("activation_function", "hidden_activation", "hidden_act", "act_fn"):
-            name = getattr(config, attr, None) if config is not None else None
-            if name is not None:
-                return _identity if _bilinear().is_bilinear_act_fn(name) else original(config)
-        return original(config)
+@dataclass(frozen=True)
+class Patch:
+    """One wrapped upstream attribute: ``module:attribute`` (``attribute`` may be ``Class.name``)."""
 
-    return resolve_activation_fn
+    module: str
+    attribute: str
+    wrap: Callable[[Any], Any]
+    needs: str  # "hooked" (TransformerLens < 4), "hooked_sae" (and SAELens installed) or "always"
+    why: str
+
+    @property
+    def target(self) -> str:
+        return f"{self.module}:{self.attribute}"
+
+    def applies(self) -> bool:
+        if self.needs == "hooked_sae":
+            return has_hooked_transformer() and has_sae_lens()
+        return {"hooked": has_hooked_transformer, "always": lambda: True}[self.needs]()
 
 
-def _patch_sae_lens() -> None:
-    import sys
+PATCHES: Tuple[Patch, ...] = (
+    Patch("transformer_lens.factories.mlp_factory", "MLPFactory.create_mlp", _create_mlp, "hooked",
+          "HookedTransformer blocks get BilinearMLP for act_fn='bilinear'/'linear' (and refuse gated_mlp=False)"),
+    Patch("transformer_lens.loading_from_pretrained", "get_official_model_name",
+          _loading("get_official_model_name"), "hooked", "a local model folder is its own official name"),
+    Patch("transformer_lens.loading_from_pretrained", "convert_hf_model_config",
+          _loading("convert_hf_model_config"), "hooked", "config of local Llama folders (bilinear or SwiGLU)"),
+    Patch("transformer_lens.loading_from_pretrained", "get_pretrained_state_dict",
+          _loading("get_pretrained_state_dict"), "hooked", "weights of local Llama folders, MLP biases included"),
+    Patch("sae_lens.analysis.hooked_sae_transformer", "add_hook_in_to_mlp", _sae_lens_hook_in, "hooked_sae",
+          "HookedSAETransformer keeps BilinearMLP's own hook_in instead of adding a second one"),
+)
+"""Every upstream attribute the plugin wraps; nothing outside this table is patched."""
 
-    hst = sys.modules.get("sae_lens.analysis.hooked_sae_transformer")
-    if hst is not None and hasattr(hst, "add_hook_in_to_mlp") and _PATCHES and not any(
-            owner is hst for owner, _, _ in _PATCHES):
-        _patch(hst, "add_hook_in_to_mlp", _sae_lens_hook_in)
+EXTENSION_POINTS: Tuple[Tuple[str, str, str], ...] = (
+    ("transformer_lens.factories.architecture_adapter_factory", "ArchitectureAdapterFactory.register_adapter",
+     "registers the bilinear Llama bridge adapter"),
+    ("transformer_lens.factories.architecture_adapter_factory", "SUPPORTED_ARCHITECTURES",
+     "TransformerLens' own adapters (restored by unregister)"),
+    ("transformer_lens.utilities.activation_functions", "SUPPORTED_ACTIVATIONS",
+     "the activation-name registry ('bilinear'/'linear' = identity)"),
+    ("transformer_lens.model_bridge.supported_architectures.llama", "LlamaArchitectureAdapter",
+     "the base of the bilinear Llama adapter"),
+    ("transformer_lens.model_bridge.generalized_components.gated_mlp", "GatedMLPBridge",
+     "the base of BilinearMLPBridge"),
+)
+"""The public TransformerLens names the plugin builds on; verified like the patch targets."""
+
+# ------------------------------------------------------------------------------- state
+
+_APPLIED: List[Tuple[Any, str, Any]] = []  # (owner, name, original) of applied patches
+_ADAPTERS: List[str] = []  # architectures whose bridge adapter register() replaced
+_REGISTERED = False
+
+
+def _resolve(patch: Patch) -> Tuple[Any, str, Any]:
+    """``(owner, name, raw original)``; :class:`RegistrationError` when the target is gone."""
+    return _resolve_target(patch.module, patch.attribute, patch.why, "patch")
+
+
+def _resolve_target(module: str, attribute: str, why: str, verb: str = "use") -> Tuple[Any, str, Any]:
+    version = transformer_lens_version()
+    try:
+        owner = importlib.import_module(module)
+        *path, name = attribute.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
+    except (ImportError, AttributeError, KeyError) as err:
+        raise RegistrationError(
+            f"bilinear-lens cannot {verb} {module}:{attribute} ({why}): it is missing in TransformerLens "
+            f"{version} ({type(err).__name__}: {err}). This TransformerLens version moved it; install "
+            "transformer-lens 3.9 (default) or 4.x (bridge only), or report it to bilinear-lens."
+        ) from err
+    return owner, name, original
+
+
+def applicable_patches() -> List[Patch]:
+    """The entries of :data:`PATCHES` that apply to the installed TransformerLens/SAELens."""
+    return [p for p in PATCHES if p.applies()]
+
+
+def _apply(patch: Patch, resolved: Tuple[Any, str, Any]) -> None:
+    owner, name, original = resolved
+    if any(o is owner and n == name for o, n, _ in _APPLIED):
+        return
+    _APPLIED.append((owner, name, original))
+    setattr(owner, name, patch.wrap(original))
+
+
+def _apply_when_imported(patch: Patch) -> None:
+    """Resolve and apply ``patch`` once its module is imported (now, if it already is)."""
+    def apply() -> None:
+        if _REGISTERED:
+            _apply(patch, _resolve(patch))
+
+    after_import(patch.module, apply)
 
 
 def is_registered() -> bool:
-    return bool(_PATCHES)
+    return _REGISTERED
 
 
 def register() -> None:
-    """Install every hook of the plugin (idempotent)."""
-    if _PATCHES:
+    """Install the adapter, the activations and every applicable patch (idempotent, all or nothing)."""
+    global _REGISTERED
+    if _REGISTERED:
         return
+    for module, attribute, why in EXTENSION_POINTS:  # verify everything before changing anything
+        _resolve_target(module, attribute, why)
+    patches = applicable_patches()
+    later = [p for p in patches if p.needs == "hooked_sae"]  # SAELens: when it is imported
+    resolved = [(patch, _resolve(patch)) for patch in patches if patch not in later]
+    from transformer_lens.factories.architecture_adapter_factory import ArchitectureAdapterFactory
+    from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
+
+    from bilinear_lens.bridge.adapter import BilinearLlamaArchitectureAdapter
+
     for name in BILINEAR_ACT_FNS:
         SUPPORTED_ACTIVATIONS[name] = _identity
-    _patch(MLPFactory, "create_mlp", lambda orig: _create_mlp(orig.__func__))
-    _patch(loading, "get_official_model_name", _loading_wrapper("get_official_model_name"))
-    _patch(loading, "convert_hf_model_config", _loading_wrapper("convert_hf_model_config"))
-    _patch(loading, "get_pretrained_state_dict", _loading_wrapper("get_pretrained_state_dict"))
-    # SAELens: patched when its HookedSAETransformer module is imported (now, if it already is)
-    after_import("sae_lens.analysis.hooked_sae_transformer", _patch_sae_lens)
-    for module_name in ("gated_mlp", "joint_gate_up_mlp"):
-        try:
-            module = __import__(
-                f"transformer_lens.model_bridge.generalized_components.{module_name}",
-                fromlist=["resolve_activation_fn"],
-            )
-        except Exception:  # pragma: no cover - bridge layout differs between versions
-            continue
-        if hasattr(module, "resolve_activation_fn"):
-            _patch(module, "resolve_activation_fn", _bridge_activation)
+    for architecture in ADAPTER_ARCHITECTURES:
+        ArchitectureAdapterFactory.register_adapter(architecture, BilinearLlamaArchitectureAdapter)
+        _ADAPTERS.append(architecture)
+    for patch, target in resolved:
+        _apply(patch, target)
+    _REGISTERED = True
+    for patch in later:
+        _apply_when_imported(patch)
 
 
 def unregister() -> None:
-    """Undo :func:`register` (restores every wrapped attribute, drops the activations)."""
+    """Undo :func:`register`: restore every wrapped attribute and adapter, drop the activations."""
+    global _REGISTERED
     cancel_all()
-    while _PATCHES:
-        owner, name, original = _PATCHES.pop()
+    while _APPLIED:
+        owner, name, original = _APPLIED.pop()
         setattr(owner, name, original)
+    if _ADAPTERS:
+        from transformer_lens.factories.architecture_adapter_factory import (
+            SUPPORTED_ARCHITECTURES,
+            ArchitectureAdapterFactory,
+        )
+
+        while _ADAPTERS:  # back to TransformerLens' own adapter for the name
+            architecture = _ADAPTERS.pop()
+            ArchitectureAdapterFactory.register_adapter(architecture, SUPPORTED_ARCHITECTURES[architecture])
+    from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
+
     for name in BILINEAR_ACT_FNS:
         SUPPORTED_ACTIVATIONS.pop(name, None)
+    _REGISTERED = False
 
 
-register()  # importing this module registers too (TransformerLens is imported above)
+def entry_point_installed() -> bool:
+    """True when this installation declares the ``transformer_lens.architectures`` entry point."""
+    return any(ep.name == ENTRY_POINT_NAME and ep.value.startswith("bilinear_lens")
+               for ep in metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+def describe() -> str:
+    """One line per table entry: target, applies or not, why (for docs and bug reports)."""
+    lines = [f"TransformerLens {transformer_lens_version()}"]
+    for p in PATCHES:
+        lines.append(f"{'applied' if p.applies() else 'n/a    '}  {p.target}  ({p.needs}): {p.why}")
+    return "\n".join(lines)
+
+
+register()  # importing this module registers too

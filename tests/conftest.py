@@ -16,6 +16,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 import bilinear_lens  # noqa: E402,F401  (registers the plugin)
+from bilinear_lens.registration import has_hooked_transformer  # noqa: E402
+
+HOOKED = has_hooked_transformer()
+"""TransformerLens 3.x: ``HookedTransformer`` exists (4.0 removed it; the bridge path remains)."""
+NO_HOOKED = "TransformerLens 4.x removed HookedTransformer (the bridge path is tested in tests/test_bridge.py)"
+needs_hooked = pytest.mark.skipif(not HOOKED, reason=NO_HOOKED)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("BILINEAR_LENS_SHARED", REPO.parent / "shared"))
@@ -35,6 +41,8 @@ def shared():
 
 
 def tiny_cfg(**overrides):
+    if not HOOKED:
+        pytest.skip(NO_HOOKED)
     from transformer_lens import HookedTransformerConfig
 
     kw = dict(d_model=32, d_mlp=64, n_layers=2, n_heads=4, d_head=8, n_ctx=32, d_vocab=97,
@@ -47,6 +55,8 @@ def tiny_cfg(**overrides):
 @pytest.fixture
 def tiny_bilinear():
     """A random 2-layer bilinear HookedTransformer (d_model 32, d_mlp 64, vocab 97)."""
+    if not HOOKED:
+        pytest.skip(NO_HOOKED)
     from transformer_lens import HookedTransformer
 
     torch.manual_seed(0)
@@ -106,3 +116,24 @@ def llama_dir(tmp_path):
         return path, make_llama_dir(path, **kw)
 
     return make
+
+
+_BRIDGE_FOLDERS: dict = {}
+
+
+def bridge64(bias: bool = False):
+    """TransformerLens 4.x stand-in for ``HookedTransformer(tiny_cfg(dtype=float64))``: a raw-mode
+    ``TransformerBridge`` of a random bilinear Llama folder of the same shape (d_model 32, d_mlp 64,
+    2 layers, 4 heads, vocab 97), in float64, with random MLP biases when ``bias``."""
+    import tempfile
+
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if bias not in _BRIDGE_FOLDERS:
+        path = Path(tempfile.mkdtemp(prefix="bridge64-")) / "m"
+        make_llama_dir(path, mlp_bias=bias, n_kv=4, vocab=97)
+        _BRIDGE_FOLDERS[bias] = path
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return TransformerBridge.boot_transformers(str(_BRIDGE_FOLDERS[bias]), device="cpu",
+                                                   dtype=torch.float64).eval()

@@ -7,6 +7,10 @@ import os
 
 import pytest
 import torch
+from conftest import HOOKED, NO_HOOKED
+
+if not HOOKED:  # every test here loads or builds a HookedTransformer
+    pytest.skip(NO_HOOKED, allow_module_level=True)
 from conftest import make_tokenizer, tiny_cfg
 from transformer_lens import HookedTransformer
 from transformers import AutoModelForCausalLM
@@ -102,6 +106,17 @@ def test_save_overwrites_atomically(tmp_path, tiny_bilinear):
 def test_save_rejects_inexpressible_model(tmp_path):
     model = HookedTransformer(tiny_cfg(normalization_type="LN", positional_embedding_type="standard", final_rms=False))
     with pytest.raises(CheckpointError, match="normalization_type='LN'.*positional_embedding_type='standard'"):
+        save_pretrained(model, tmp_path / "out")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("overrides, reason", [
+    ({"use_normalization_before_and_after": True}, "use_normalization_before_and_after=True"),
+    ({"d_vocab_out": 50}, "d_vocab_out=50 differs from d_vocab=97"),
+])
+def test_save_refuses_what_llama_cannot_express(tmp_path, overrides, reason):
+    model = HookedTransformer(tiny_cfg(**overrides))
+    with pytest.raises(CheckpointError, match=reason):
         save_pretrained(model, tmp_path / "out")
     assert os.listdir(tmp_path) == []
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import needs_hooked
 
 from bilinear_lens import eigendecompose, interaction_matrices
 from bilinear_lens.decomposition.implicit_synthetic import BilinearStack, trained_like_layer
@@ -207,6 +208,7 @@ def test_full_spectrum_activations_sum_to_mlp_output(dtype, kind, bias):
     assert rel <= EXACT_TOL[dtype], f"relative error {rel:.2e}"
 
 
+@needs_hooked
 @pytest.mark.parametrize("fold_ln", [False, True])
 def test_exactness_on_hooked_transformer_hook_in(fold_ln):
     from transformer_lens import HookedTransformer
@@ -232,6 +234,7 @@ def test_exactness_on_hooked_transformer_hook_in(fold_ln):
     assert (got - target).abs().max() / target.abs().max() <= 1e-10
 
 
+@needs_hooked
 def test_swiglu_layer_is_rejected(shared):
     from transformer_lens import HookedTransformer
 

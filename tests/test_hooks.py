@@ -6,19 +6,25 @@ import warnings
 
 import pytest
 import torch
-from conftest import tiny_cfg
-from transformer_lens import HookedTransformer
+from conftest import HOOKED, bridge64, needs_hooked, tiny_cfg
+
+if HOOKED:
+    from transformer_lens import HookedTransformer
 
 import bilinear_lens as bl
 from bilinear_lens.hooks import attached_layers
 
 L = 1
-HOOK_EIG, HOOK_IN, MLP_OUT = f"blocks.{L}.mlp.hook_eig", f"blocks.{L}.mlp.hook_in", f"blocks.{L}.hook_mlp_out"
+HOOK_EIG, HOOK_IN = f"blocks.{L}.mlp.hook_eig", f"blocks.{L}.mlp.hook_in"
+MLP_OUT = f"blocks.{L}.hook_mlp_out" if HOOKED else f"blocks.{L}.mlp.hook_out"  # the bridge's canonical name
 
 
-def model64(bias: bool = False, cls=HookedTransformer) -> HookedTransformer:
+def model64(bias: bool = False, cls=None):
+    """A float64 2-layer bilinear model: a HookedTransformer (``cls``), or on TransformerLens 4.x a bridge."""
+    if cls is None and not HOOKED:
+        return bridge64(bias)
     torch.manual_seed(0)
-    model = cls(tiny_cfg(dtype=torch.float64)).eval()
+    model = (cls or HookedTransformer)(tiny_cfg(dtype=torch.float64)).eval()
     if bias:
         with torch.no_grad():
             for block in model.blocks:
@@ -163,6 +169,7 @@ def test_mismatched_decomposition_is_rejected():
             pass
 
 
+@needs_hooked
 def test_float32_decomposition_on_float64_eig():
     torch.manual_seed(0)
     model = HookedTransformer(tiny_cfg()).eval()
@@ -190,6 +197,7 @@ def test_hooked_sae_transformer():
     assert out.shape == (2, 7, 97) and hook_state(model) == before
 
 
+@needs_hooked
 def test_processed_checkpoint_and_stale_unprocessed_decomposition(tmp_path):
     torch.manual_seed(0)
     model = HookedTransformer(tiny_cfg()).eval()

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import HOOKED, NO_HOOKED
+
+if not HOOKED:  # every test here loads or builds a HookedTransformer
+    pytest.skip(NO_HOOKED, allow_module_level=True)
 import transformer_lens.loading_from_pretrained as loading
 from conftest import tiny_cfg
 from transformer_lens import HookedTransformer, HookedTransformerConfig, utils

@@ -73,5 +73,7 @@ def test_interrupted_training_resumes_from_checkpoint(tiny_bilinear, tmp_path, m
     assert summary["training"]["resumed_from"].endswith(str(ckpts[-1]))
     assert steps["n"] == (cfg.training_tokens - ckpts[-1]) // cfg.batch_size_tokens  # only the rest
     assert SAE.load_from_disk(str(out)).cfg.metadata.hook_name == "blocks.1.hook_mlp_out"
+    # the model's processing is recorded with the SAE (check_processing compares it on hook_in)
+    assert SAE.load_from_disk(str(out)).cfg.metadata.get("bilinear_lens_processing") == {"fold_ln": True}
     assert json.loads((out / "evals.json").read_text())["l0"] <= 4
     assert not (tmp_path / "sae.checkpoints").exists()

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from torch import nn
-from transformer_lens.hook_points import HookedRootModule
+from transformer_lens import HookedRootModule  # (kept in TransformerLens 4)
 
 import bilinear_lens as bl
 from bilinear_lens.components import BilinearMLP

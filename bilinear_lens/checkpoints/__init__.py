@@ -32,6 +32,7 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+
 __all__ = [
     "CheckpointError",
     "MODEL_MARKER",

@@ -52,6 +52,10 @@ def _problems(cfg: Any) -> List[str]:
         (not cfg.use_attn_scale or abs(cfg.attn_scale - cfg.d_head**0.5) > 1e-6,
          "a non-standard attention scale"),
         (cfg.positional_embedding_type == "rotary" and getattr(cfg, "use_qk_norm", False), "QK norm"),
+        (getattr(cfg, "use_normalization_before_and_after", False),
+         "use_normalization_before_and_after=True (norms after attention and MLP too; Llama has none there)"),
+        (cfg.d_vocab_out not in (-1, cfg.d_vocab),
+         f"d_vocab_out={cfg.d_vocab_out} differs from d_vocab={cfg.d_vocab} (Llama's lm_head has vocab_size rows)"),
     ]
     return [msg for bad, msg in checks if bad]
 

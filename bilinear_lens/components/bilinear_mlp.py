@@ -23,7 +23,8 @@ Hook points (names read like paths, ``blocks.{L}.mlp.hook_*``):
 The module depends only on ``torch`` and TransformerLens' ``HookPoint`` (kept in TransformerLens 4)
 and on a config exposing ``d_model``, ``d_mlp`` and ``dtype`` (a ``HookedTransformerConfig``, a
 :class:`BilinearConfig` or a dict), so the same block serves HookedTransformer, the image
-classifiers and a future TransformerBridge component. Like every TransformerLens MLP it has
+classifiers and the converter (the TransformerBridge has its own component over the Hugging Face
+projections, :class:`bilinear_lens.bridge.BilinearMLPBridge`, with the same hooks and weight names). Like every TransformerLens MLP it has
 ``cfg``, ``d_mlp`` and ``act_fn`` attributes.
 """
 
@@ -38,14 +39,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from transformer_lens.hook_points import HookPoint
 
-BILINEAR_ACT_FNS = ("bilinear", "linear")
-"""``act_fn`` names that mean "no nonlinearity" (``linear`` is Hugging Face's name)."""
-
-
-def is_bilinear_act_fn(act_fn: Optional[str]) -> bool:
-    """True when ``act_fn`` names the identity gate of a bilinear GLU."""
-    return act_fn is not None and act_fn.lower() in BILINEAR_ACT_FNS
-
+from bilinear_lens.components.act_fns import BILINEAR_ACT_FNS, is_bilinear_act_fn  # noqa: F401 (re-exported)
 
 @dataclass
 class BilinearConfig:

@@ -3,6 +3,9 @@
 Any model whose bilinear layers are :class:`~bilinear_lens.BilinearMLP` modules works:
 
 * a ``HookedTransformer`` (or ``HookedSAETransformer``): layer ``L`` is ``model.blocks[L].mlp``;
+* a ``TransformerBridge`` (or SAELens' ``SAETransformerBridge``) booted from a bilinear Llama folder:
+  ``model.blocks[L].mlp`` is a :class:`~bilinear_lens.bridge.BilinearMLPBridge` (raw or compatibility
+  mode; the weights are read from its projections, processed ones after ``fold_ln``);
 * any other model exposing ``model.bilinear_layers()`` -> a sequence of ``BilinearMLP`` (the image
   classifier does). A new model type needs only that method.
 
@@ -89,35 +92,62 @@ class BilinearWeights:
                                self.homogeneous, self.layer, self.hook_in)
 
 
-def _describe_mlp(mlp: Any, model: Any) -> str:
-    cfg = getattr(mlp, "cfg", None) or getattr(model, "cfg", None)
-    act = getattr(cfg, "act_fn", None)
-    kind = type(mlp).__name__
-    if act == "silu" and getattr(cfg, "gated_mlp", False):
-        return f"a {kind} with act_fn='silu' (SwiGLU)"
-    return f"a {kind} with act_fn={act!r}" if act is not None else f"a {kind}"
+def bilinear_layer_types() -> tuple:
+    """The module types decompositions accept: :class:`BilinearMLP` and the bridge's ``BilinearMLPBridge``."""
+    from bilinear_lens.bridge.mlp import BilinearMLPBridge
+
+    return (BilinearMLP, BilinearMLPBridge)
+
+
+def _act_fn(mlp: Any, model: Any) -> Optional[str]:
+    for cfg in (getattr(mlp, "cfg", None), getattr(mlp, "config", None), getattr(model, "cfg", None)):
+        act = getattr(cfg, "act_fn", None)
+        if isinstance(act, str):
+            return act
+    return None
+
+
+def not_bilinear_message(mlp: Any, model: Any, layer: int) -> str:
+    """Why layer ``layer`` is refused, and the one fix that applies to it."""
+    from bilinear_lens.components.bilinear_mlp import is_bilinear_act_fn
+
+    kind, act = type(mlp).__name__, _act_fn(mlp, model)
+    what = f"layer {layer} is a {kind}" + (f" with act_fn={act!r}" if act is not None else "")
+    if is_bilinear_act_fn(act):
+        return (
+            f"{what}: it computes a bilinear MLP but was built without bilinear-lens' component, so it has no "
+            "hook_eig and its weights are not read. Build or boot the model after `import bilinear_lens` "
+            "(HookedTransformer: BilinearMLP; TransformerBridge.boot_transformers: BilinearMLPBridge)."
+        )
+    if act in ("silu", "swish") and getattr(getattr(model, "cfg", None), "gated_mlp", True):
+        return (
+            f"{what} (SwiGLU), not a bilinear MLP: weight-based decomposition is exact only for bilinear "
+            "MLPs. Convert the model to bilinear first (`bilinear-lens convert`, docs/convert.md)."
+        )
+    return f"{what}, not a bilinear MLP: weight-based decompositions need bilinear MLP layers."
 
 
 def bilinear_layer(model: Any, layer: int) -> BilinearMLP:
-    """The :class:`BilinearMLP` module of ``model`` at index ``layer`` (clear errors otherwise)."""
+    """Layer ``layer``'s bilinear MLP (:class:`BilinearMLP`, or ``BilinearMLPBridge`` on a TransformerBridge).
+
+    Both expose ``W_in``/``W_gate``/``W_out``/``b_in``/``b_gate``/``b_out``, ``has_bias``, ``hook_in``,
+    ``hook_eig`` and ``eigen``; on a bridge the weights are the processed ones after
+    ``enable_compatibility_mode()``, in the coordinates of its ``hook_in``.
+    """
     if hasattr(model, "bilinear_layers"):
         layers = list(model.bilinear_layers())
     elif hasattr(model, "blocks"):
         layers = [block.mlp for block in model.blocks]
     else:
         raise TypeError(
-            f"{type(model).__name__} exposes no bilinear layers: pass a HookedTransformer with "
-            "bilinear blocks, or give the model a bilinear_layers() method returning its BilinearMLPs."
+            f"{type(model).__name__} exposes no bilinear layers: pass a HookedTransformer or TransformerBridge "
+            "with bilinear blocks, or give the model a bilinear_layers() method returning its BilinearMLPs."
         )
     if not -len(layers) <= layer < len(layers):
         raise IndexError(f"layer {layer} is out of range: the model has {len(layers)} layers.")
     mlp = layers[layer]
-    if not isinstance(mlp, BilinearMLP):
-        raise TypeError(
-            f"layer {layer} is {_describe_mlp(mlp, model)}, not a bilinear MLP. Weight-based "
-            "decomposition is exact only for bilinear layers (act_fn='bilinear' or 'linear'); "
-            "convert the model first (bilinear_lens.convert)."
-        )
+    if not isinstance(mlp, bilinear_layer_types()):
+        raise TypeError(not_bilinear_message(mlp, model, layer % len(layers)))
     return mlp
 
 
@@ -125,7 +155,8 @@ def bilinear_weights(model: Any, layer: int, dtype: Optional[torch.dtype] = None
     """Read layer ``layer``'s weights (homogeneous coordinates when a branch bias is non-zero), in
     ``dtype`` (default: the weights' own, float32 for bfloat16/float16); NaN/inf are refused."""
     mlp = bilinear_layer(model, layer)
-    prefix = mlp.hook_in.name.rsplit("hook_in", 1)[0] if mlp.hook_in.name else f"layer {layer} "
+    hook_name = getattr(mlp.hook_in, "name", None)
+    prefix = hook_name.rsplit("hook_in", 1)[0] if hook_name else f"layer {layer} "
     require_finite([(prefix + name, getattr(mlp, name)) for name in ("W_in", "W_gate", "W_out", "b_in", "b_gate",
                                                                       "b_out")],
                    "the bilinear weights", "the model is broken (diverged training or a corrupt file): load a "
@@ -138,5 +169,5 @@ def bilinear_weights(model: Any, layer: int, dtype: Optional[torch.dtype] = None
         W_gate = torch.cat([W_gate, mlp.b_gate.detach()[None]], dim=0)
     n_layers = len(list(model.bilinear_layers())) if hasattr(model, "bilinear_layers") else len(model.blocks)
     weights = BilinearWeights(W_in, W_gate, mlp.W_out.detach(), mlp.b_out.detach(), homogeneous,
-                              layer % n_layers, mlp.hook_in.name)
+                              layer % n_layers, getattr(mlp.hook_in, "name", None))
     return weights.to(dtype=dtype) if dtype != weights.W_in.dtype else weights

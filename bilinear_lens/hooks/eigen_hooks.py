@@ -222,8 +222,8 @@ def attach_eigenvectors(model: Any, layer: int, eig: Eigendecomposition, check: 
 
     ``cache[hook_eig]`` is ``[batch, pos, n, k]`` = ``eig.activations(cache[hook_in])``; a hook that
     edits it changes ``u_j . MLP(x)`` by the change of ``sum_i acts[..., j, i]`` (module docstring).
-    ``model``: a HookedTransformer (or HookedSAETransformer) with bilinear blocks, or any model with
-    ``bilinear_layers()``. ``check``: verify ``eig`` matches the layer's current weights
+    ``model``: a HookedTransformer (or HookedSAETransformer) with bilinear blocks, a TransformerBridge
+    (or SAETransformerBridge) of a bilinear folder, or any model with ``bilinear_layers()``. ``check``: verify ``eig`` matches the layer's current weights
     (:func:`check_matches_layer`). Several layers may be attached at once (nest the blocks);
     attaching twice to one layer is an error. On exit (also on exceptions) ``.eigen`` is ``None``
     again; no module, buffer or hook is added to the model at any time.

@@ -26,7 +26,8 @@ import torch.nn as nn
 from jaxtyping import Float
 from safetensors.torch import load_file, save_file
 from torch import Tensor
-from transformer_lens.hook_points import HookedRootModule, HookPoint
+from transformer_lens import HookedRootModule  # (kept in TransformerLens 4)
+from transformer_lens.hook_points import HookPoint
 
 from bilinear_lens.checkpoints.target import check_model_target, write_marker
 from bilinear_lens.runs import atomic_dir, require_finite

@@ -27,6 +27,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from bilinear_lens.hooks.processing import check_processing
 from bilinear_lens.sae.train import sae_hook_name
 
 DEFAULT_KS = (1, 2, 4, 8, 16, 32, 64)
@@ -56,6 +57,7 @@ def check_sae(model: Any, layer: int, sae: Any, side: str) -> None:
     if hook != expected:
         raise ValueError(f"the {what} reads hook {hook!r}, but the comparison needs {expected!r} "
                          f"(the bilinear layer's {'input, where eigenvectors live' if side == 'in' else 'output'}); {fix}.")
+    check_processing(model, sae, what)  # trained with another fold_ln: differently scaled inputs
     if side == "out" and not hasattr(sae, "W_enc"):
         raise ValueError(f"the {what} ({sae.cfg.architecture()}) has no encoder matrix W_enc, which "
                          "defines the output directions; use another architecture (e.g. topk).")

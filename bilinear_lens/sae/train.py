@@ -142,6 +142,7 @@ def train_sae(
     from datasets import Dataset
     from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig
 
+    from bilinear_lens.hooks.processing import METADATA_KEY, processing_signature
     from bilinear_lens.runs import atomic_dir
     from bilinear_lens.sae.evals import evaluate_sae, write_evals
 
@@ -197,6 +198,9 @@ def train_sae(
         }
         cfg_json = json.loads((tmp / "cfg.json").read_text())
         summary["training"]["num_dead_features"] = cfg_json.get("metadata", {}).get("num_dead_features")
+        # the model's processing (fold_ln) travels with the SAE: check_processing refuses a mismatch
+        cfg_json.setdefault("metadata", {})[METADATA_KEY] = processing_signature(model)
+        (tmp / "cfg.json").write_text(json.dumps(cfg_json, indent=2))
         write_evals(tmp / "evals.json", summary)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return summary
