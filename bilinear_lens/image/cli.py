@@ -45,10 +45,17 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="torch threads (default 1: fastest on a shared machine; 0 = torch's default)")
     p.add_argument("--out", default="mnist-study", help="output folder (default: mnist-study)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from bilinear_lens.image.sweeps.cli import add_sweep_arguments
+
+    add_sweep_arguments(p)
     p.set_defaults(func=run_mnist)
 
 
 def run_mnist(args: argparse.Namespace) -> int:
+    if getattr(args, "sweep", None):
+        from bilinear_lens.image.sweeps.cli import run_sweep_command
+
+        return run_sweep_command(args)
     from bilinear_lens.image.study import run_study
 
     cfg = StudyConfig(out=args.out, dataset=args.dataset, data=args.data, epochs=args.epochs, d_hidden=args.d_hidden,

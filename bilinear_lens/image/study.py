@@ -118,7 +118,8 @@ def _figures(model: BilinearClassifier, dec: ClassDecomposition, split: ImageSpl
     top_inputs = top_activating(model, eig, split.test.images, dec.signed)  # [C, 2, n]
     out = {}
     out["eigenvectors"] = figures.eigenvector_figure(pick(eig, dec.signed).values, dec.pixels, top_inputs,
-                                                     split.test.images, names, fig_dir / "eigenvectors.png", size)
+                                                     split.test.images, names, fig_dir / "eigenvectors.png", size,
+                                                     labels=split.test.labels, ranks=dec.signed)
     out["spectra"] = figures.spectra_figure(eig.values, names, fig_dir / "spectra.png")
     out["truncation"] = figures.truncation_figure(curve, test_acc, fig_dir / "truncation.png")
     h = dec.hosvd
