@@ -56,6 +56,10 @@ def pinv_masks(dec: Float[Tensor, "C n P"], images: Optional[Tensor] = None,
     ``images`` (pixel dot products only; none: no flip), each scaled to unit pixel std."""
     C, n, P = dec.shape
     D = dec.reshape(C * n, P).double()
+    rank = int(torch.linalg.matrix_rank(D, rtol=1e-5))  # decoders are float32 pictures
+    if rank < C * n:
+        raise ValueError(f"the {C * n} decoders span only {rank} dimensions (d_hidden too small for {n} per "
+                         f"class), so no mask can move one alone; use n_decoders <= d_hidden / {C}.")
     masks = torch.linalg.pinv(D).T.reshape(C, n, P)
     if images is not None:
         for c in range(C):
