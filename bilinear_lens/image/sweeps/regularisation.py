@@ -102,10 +102,15 @@ def summary_figure(summary: List[Dict[str, Any]], members: List[Dict[str, Any]],
     a2.legend(fontsize=7)
     a2.set_title("eigenvalue effective rank", fontsize=9)
     cmap = plt.get_cmap("tab10")
+    shown = min(100, len(next(iter(spectra.values()))))
     for i, n in enumerate(names):
         v = spectra[n].numpy()
         a3.semilogy(np.arange(1, len(v) + 1), v, color=cmap(i), lw=1.2, label=n)
-    a3.set_xlim(1, min(100, len(v)))
+    a3.set_xlim(1, shown)
+    lo = min(float(s[:shown].min()) for s in spectra.values())
+    hi = max(float(s.max()) for s in spectra.values())
+    if lo > 0:
+        a3.set_ylim(lo / 1.5, hi * 1.5)
     a3.set_xlabel("rank (by |λ|)")
     a3.set_ylabel("|λ|, mean over digits (log)")
     a3.set_title("spectra (first seed)", fontsize=9)
