@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 
 from bilinear_lens.decomposition.eigen import eigendecompose
@@ -152,7 +152,7 @@ def masks_figure(name: str, model: BilinearClassifier, masks: Tensor, top: Tenso
     s = st["strengths"][len(st["strengths"]) * 2 // 3]
     gen = torch.Generator().manual_seed(st["permutation_seed"])
     C = masks.shape[0]
-    fig, axes = plt.subplots(C, 4, figsize=(5.2, 1.15 * C + 0.6), squeeze=False)
+    fig, axes = plt.subplots(C, 4, figsize=(5.2, 1.15 * C + 1.0), squeeze=False)
     heads = ["top eigenvector W_eᵀv", "pinv mask m", "permuted mask", f"x + {s}·m"]
     for c in range(C):
         x = split.test.images[split.test.labels != c][c]
@@ -175,7 +175,7 @@ def masks_figure(name: str, model: BilinearClassifier, masks: Tensor, top: Tenso
         axes[c, 0].set_ylabel(str(c), rotation=0, ha="right", va="center", fontsize=8)
     fig.suptitle(f"Masks for the {name} model (rank-1 mask per digit; attacked image shown clipped to [0, 1])",
                  fontsize=7.5)
-    fig.subplots_adjust(left=0.08, right=0.84, top=1 - 0.6 / (1.15 * C + 0.6), bottom=0.01, wspace=0.05,
+    fig.subplots_adjust(left=0.08, right=0.84, top=1 - 0.95 / (1.15 * C + 1.0), bottom=0.01, wspace=0.05,
                         hspace=0.3)
     per_tile_colorbar(fig, fig.add_axes([0.87, 0.3, 0.025, 0.4]))
     return save_figure(fig, path)

@@ -17,8 +17,7 @@ Measures (``C`` classes, eigenvalues ``lambda [C, d]`` of the class interaction 
 from __future__ import annotations
 
 import html
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -27,7 +26,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from bilinear_lens.image.data import ImageSplit, load_data
-from bilinear_lens.image.model import BilinearClassifier, ClassifierConfig
+from bilinear_lens.image.model import ClassifierConfig
 from bilinear_lens.image.report import CSS
 from bilinear_lens.image.study import fit_or_load
 from bilinear_lens.image.train import TrainConfig, accuracy
@@ -59,7 +58,6 @@ class Recipe:
     lr: float = 3e-3
     n_train: Optional[int] = None
     n_test: Optional[int] = None
-    extra: Dict[str, Any] = field(default_factory=dict)
 
     def configs(self, d_hidden: int, seed: int, input_noise: float = 0.0, latent_noise: float = 0.0,
                 weight_decay: float = 0.0, residual: bool = False) -> Tuple[ClassifierConfig, TrainConfig]:
@@ -110,25 +108,9 @@ def best_match_cosine(a: Float[Tensor, "C R P"], b: Float[Tensor, "C M P"]) -> F
     return torch.einsum("crp,cmp->crm", an, bn).abs().amax(-1)
 
 
-def align_signs(pictures: Float[Tensor, "n C P"], reference: Float[Tensor, "C P"]) -> Float[Tensor, "n C P"]:
-    """Flip each picture so its inner product with the reference picture of its class is >= 0."""
-    s = torch.sign(torch.einsum("ncp,cp->nc", pictures, reference))
-    return pictures * torch.where(s == 0, torch.ones_like(s), s)[..., None]
-
-
 def identity_of(name: str, recipe: Recipe, settings: Dict[str, Any], source_data: Optional[str]) -> Dict[str, Any]:
     """What defines a sweep's results (the run folder's identity)."""
     return {"sweep": name, "recipe": asdict(recipe), "settings": settings, "data": source_data or "packaged-mnist10k"}
-
-
-class Timer:
-    """Wall seconds since creation."""
-
-    def __init__(self) -> None:
-        self.t0 = time.perf_counter()
-
-    def __call__(self) -> float:
-        return time.perf_counter() - self.t0
 
 
 def write_sweep_index(run: RunFolder, title: str, intro: str, table: Sequence[Sequence[str]],
