@@ -127,7 +127,7 @@ def eigenvector_figure(values: Tensor, pixels: Tensor, top_inputs: Tensor, image
                 canvas[y:y + size, x:x + size] = _rgb_gray(imgs[idx], size)
                 if labels is not None:
                     lab = int(labels[idx])
-                    texts.append((x + size / 2, y + size + 0.5, class_names[lab][:8],
+                    texts.append((x + size / 2, y + size + 0.5, class_names[lab].split("/")[0][:10],
                                   "k" if lab == c else "tab:red", "top"))
     fig = plt.figure(figsize=(width / 36 + 0.9, height / 36))
     ax = fig.add_axes([0.12, 0.0, 0.78, 0.94])
