@@ -36,7 +36,7 @@ def pixel_grid_figure(pixels: dict, class_names: list, path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from bilinear_lens.image.figures import _rgb_pattern, _save
+    from bilinear_lens.image.figures import _rgb_pattern, per_tile_colorbar, save_figure
 
     seeds = list(pixels)
     C, size, pad = len(class_names), 28, 3
@@ -49,16 +49,18 @@ def pixel_grid_figure(pixels: dict, class_names: list, path: Path) -> None:
                 p = -p
             canvas[r * (size + pad):r * (size + pad) + size, c * (size + pad):c * (size + pad) + size] = \
                 _rgb_pattern(p.numpy(), size)
-    fig = plt.figure(figsize=(C * 0.85, len(seeds) * 0.95 + 0.4))
-    ax = fig.add_axes([0.06, 0.0, 0.94, 0.82])
+    fig = plt.figure(figsize=(C * 0.85 + 1.0, len(seeds) * 0.95 + 0.4))
+    ax = fig.add_axes([0.06, 0.0, 0.84, 0.82])
     ax.imshow(canvas, interpolation="nearest")
     ax.axis("off")
     for c, name in enumerate(class_names):
         ax.text(c * (size + pad) + size / 2, -3, name, ha="center", va="bottom", fontsize=6.5)
     for r, s in enumerate(seeds):
         ax.text(-3, r * (size + pad) + size / 2, f"seed {s}", ha="right", va="center", fontsize=7)
-    fig.suptitle("Most positive eigenvector per class, one row per training seed", fontsize=8)
-    _save(fig, path, dpi=110)
+    fig.suptitle("Most positive eigenvector per class, one row per training seed (signs aligned to the first "
+                 "seed; each tile scaled to its own max |value|)", fontsize=8)
+    per_tile_colorbar(fig, fig.add_axes([0.92, 0.1, 0.012, 0.7]), "value / max |value| of its tile")
+    save_figure(fig, path, dpi=110)
 
 
 def main() -> None:

@@ -14,15 +14,40 @@ CAPTIONS: Dict[str, Tuple[str, str]] = {
     "eigenvectors": (
         "Top eigenvectors per class",
         "For every class c the interaction matrix Q(u_c) of the head row u_c is eigendecomposed; "
-        "logit_c = Σ_i λ_i (v_i·x)². Shown: the most positive and the most negative eigenvector as "
-        "pixel patterns W_eᵀv (red positive, blue negative, each scaled to its own maximum), each followed "
-        "by the three test images with the largest activation |λ (v·x)²|. Signs of eigenvectors are "
-        "arbitrary: an input matching either the red or the blue region activates the eigenvector.",
+        "logit_c = Σ_i λ_i ((W_eᵀv_i)·x)². How the two eigenvectors are chosen: the one with the largest "
+        "eigenvalue (most positive λ) and the one with the smallest (most negative λ) of each class, by the "
+        "signed value and never by hand (#r: the rank by |λ|). They are drawn as pixel patterns W_eᵀv (red "
+        "positive, blue negative, each tile scaled to its own max |value|, see the colour bar), each "
+        "followed by the three test images with the largest activation |λ (v·x)²| over the whole test set, "
+        "whatever their class: the label under each image is its true class, red when it is another class. "
+        "A most-positive eigenvector whose top inputs are other classes (a shape two digits share, such as "
+        "the loop of 0 and 9) raises this logit for them too; the other eigenvectors and the other classes' "
+        "logits decide the prediction. Signs of eigenvectors are arbitrary: an input matching either the red "
+        "or the blue region activates the eigenvector.",
+    ),
+    "eigenvectors_deep": (
+        "Top eigenvectors per class (last layer, drawn approximately)",
+        "For every class c the last layer's interaction matrix Q(u_c) is eigendecomposed: logit_c = "
+        "Σ_i λ_i (v_i·h)² where h is the input of the last layer, not the pixels, so an eigenvector has no "
+        "exact pixel picture. Chosen: the eigenvector with the largest and the smallest signed λ of each class "
+        "(#r: the rank by |λ|). Drawn: an illustration (deep_pixels): v is used as the output direction of the "
+        "layer below, whose top-|λ| eigenvector is followed down to layer 0 and shown as W_eᵀv' (each tile "
+        "scaled to its own max |value|; sign arbitrary). The top test images are exact: the largest |λ (v·h)²|, "
+        "labelled with their true class (red: another class). The exact reading is the tree below.",
+    ),
+    "eigenvectors_residual": (
+        "Top eigenvectors per class (last layer, direct path)",
+        "For every class c the last layer's interaction matrix Q(u_c) is eigendecomposed: logit_c = u_c·h + "
+        "Σ_i λ_i (v_i·h)² with h the input of the last layer. With residual connections h contains W_e x "
+        "itself, so the pictures are the direct-path patterns W_eᵀv (exact only for one layer). Chosen: the "
+        "largest and the smallest signed λ of each class (#r: rank by |λ|); each tile scaled to its own "
+        "max |value|; top test images by |λ (v·h)²|, labelled with their true class (red: another class).",
     ),
     "spectra": (
         "Eigenvalue spectra",
-        "Top eigenvalues of each class's interaction matrix, ordered by |λ|. A few eigenvectors carry most "
-        "of each logit; the rest are close to zero.",
+        "Left: the top eigenvalues of each class's interaction matrix (rows), ordered by |λ|, coloured by the "
+        "signed value (colour bar). Right: |λ| against rank on a log scale. A few eigenvectors carry most of "
+        "each logit; the rest are close to zero.",
     ),
     "truncation": (
         "Truncation",
@@ -38,8 +63,10 @@ CAPTIONS: Dict[str, Tuple[str, str]] = {
     ),
     "tree": (
         "Eigenvector tree (two layers)",
-        "Each top eigenvector v of the last layer (left) reads a direction of layer 0's output; using v as "
-        "layer 0's output direction gives Q_0(v), whose top eigenvectors are shown in pixels.",
+        "For the first classes only: each row is one top eigenvector v of the last layer, named in the left "
+        "column (text: class, rank, λ). v reads a direction of layer 0's output; using v as layer 0's output "
+        "direction gives Q_0(v), whose top eigenvectors are the pictures in that row (pixels W_eᵀv', each "
+        "scaled to its own max |value|). The whole tree: bilinear_lens.eigen_tree in Python.",
     ),
     "training": ("Training", "Training loss (with noise) and test accuracy per epoch."),
 }
@@ -102,8 +129,10 @@ def render_index(metrics: Dict[str, Any]) -> str:
     parts += [f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in _rows(metrics)]
     parts.append("</table><p>All numbers: <a href='metrics.json'>metrics.json</a>; model: <code>"
                  "BilinearClassifier.load('model')</code>.</p>")
+    model = metrics["config"]["model"]
+    variant = "" if model["n_layers"] == 1 else "_residual" if model.get("residual") else "_deep"
     for key, rel in metrics.get("figures", {}).items():
-        head, text = CAPTIONS.get(key, (key, ""))
+        head, text = CAPTIONS.get(key + variant, CAPTIONS.get(key, (key, "")))
         parts.append(f"<figure><h2>{esc(head)}</h2><img src='{esc(rel)}' alt='{esc(head)}'>"
                      f"<figcaption>{esc(text)}</figcaption></figure>")
     parts.append("</body></html>\n")

@@ -114,12 +114,12 @@ def fit_in_run(run: RunFolder, prefix: str, mcfg: ClassifierConfig, tcfg: TrainC
                source: Dict[str, Any], progress: bool = True) -> Dict[str, Any]:
     """Train a classifier into ``run`` (``<prefix>model/``; ``<prefix>checkpoint/state`` while training),
     or, when resuming, reload the finished ``model/`` or continue from the checkpoint.
-    Returns ``{"model", "history", "train_seconds"}``."""
+    Returns ``{"model", "history", "train_seconds", "reused"}``."""
     model_dir, ckpt = run.file(prefix + "model"), run.file(prefix + "checkpoint/state")
     if run.resuming and read_marker(model_dir) is not None:  # written atomically once training had finished
         meta = BilinearClassifier.read_metadata(model_dir)
         return {"model": BilinearClassifier.load(model_dir), "history": meta.get("history", []),
-                "train_seconds": meta.get("train_seconds")}
+                "train_seconds": meta.get("train_seconds"), "reused": True}
     torch.manual_seed(tcfg.seed)
     model = BilinearClassifier(mcfg)
     result = train(model, data.train, tcfg, data.test, checkpoint=ckpt, progress=progress,
@@ -129,7 +129,7 @@ def fit_in_run(run: RunFolder, prefix: str, mcfg: ClassifierConfig, tcfg: TrainC
                                  "train_seconds": result.seconds}, overwrite=True)
     run.checkpointed()
     shutil.rmtree(run.file(prefix + "checkpoint"), ignore_errors=True)
-    return {"model": model, "history": result.history, "train_seconds": result.seconds}
+    return {"model": model, "history": result.history, "train_seconds": result.seconds, "reused": False}
 
 
 def _figures(model: BilinearClassifier, dec: ClassDecomposition, split: ImageSplit, curve: Dict[str, Any],
@@ -140,7 +140,8 @@ def _figures(model: BilinearClassifier, dec: ClassDecomposition, split: ImageSpl
     top_inputs = top_activating(model, eig, split.test.images, dec.signed)  # [C, 2, n]
     out = {}
     out["eigenvectors"] = figures.eigenvector_figure(pick(eig, dec.signed).values, dec.pixels, top_inputs,
-                                                     split.test.images, names, fig_dir / "eigenvectors.png", size)
+                                                     split.test.images, names, fig_dir / "eigenvectors.png", size,
+                                                     labels=split.test.labels, ranks=dec.signed)
     out["spectra"] = figures.spectra_figure(eig.values, names, fig_dir / "spectra.png")
     out["truncation"] = figures.truncation_figure(curve, test_acc, fig_dir / "truncation.png")
     h = dec.hosvd

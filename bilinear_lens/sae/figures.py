@@ -34,7 +34,7 @@ def lowrank_curve(ks: Sequence[int], mean: Sequence[float], frac: Sequence[float
     ax.set_xticklabels([str(k) for k in ks])
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("eigenvectors kept (k)")
-    ax.set_ylabel("Pearson r (active tokens)")
+    ax.set_ylabel("mean Pearson r (circles) and\nfraction of features with r > 0.75 (squares)", fontsize=8)
     ax.set_title("Output-SAE features from the top-k eigenvectors")
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
@@ -70,11 +70,12 @@ def interaction_heatmap(sub: np.ndarray, labels: List[int], values: np.ndarray, 
     a.set_yticklabels(labels, fontsize=7)
     a.set_title("D_in Q D_in^T (top input features)", fontsize=9)
     fig.colorbar(im, ax=a, fraction=0.046)
-    order = np.sort(values)[::-1]
+    order = values[np.argsort(-np.abs(values), kind="stable")]  # by |λ|, signs kept
     b.bar(range(len(order)), order, color=np.where(order > 0, "tab:red", "tab:blue"), width=1.0)
     b.axhline(0, color="black", lw=0.5)
     b.set_title(f"eigenvalues of Q (top {len(order)} by |λ|)", fontsize=9)
-    b.set_xlabel("rank (sorted by value)")
+    b.set_xlabel("rank by |λ| (red: λ > 0, blue: λ < 0)")
+    b.set_ylabel("λ")
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
