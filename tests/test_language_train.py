@@ -53,7 +53,7 @@ def test_writes_run_folder(finished):
     cfg = json.loads((out / "model" / "config.json").read_text())
     assert cfg["hidden_act"] == "linear" and cfg["hidden_size"] == 16 and cfg["vocab_size"] == 300
     assert not cfg["tie_word_embeddings"]
-    assert (out / "model" / "tokenizer.json").is_file() and (out / "checkpoint" / "state.pt").is_file()
+    assert (out / "model" / "tokenizer.json").is_file() and (out / "checkpoint" / "state.json").is_file()
 
 
 def test_model_loads_in_transformer_lens_and_transformers(finished, data):
@@ -112,7 +112,7 @@ def test_refuses_foreign_output_folder(finished, data, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
-    with pytest.raises(ValueError, match="holds no train-lm run"):
+    with pytest.raises(ValueError, match="not a bilinear-lens train-lm run"):
         train_lm(tiny(data, other, overwrite=True))
     assert (other / "notes.txt").read_text() == "mine"
 

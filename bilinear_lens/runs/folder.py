@@ -343,7 +343,7 @@ def _open_locked(run: RunFolder, resume: bool, overwrite: bool, inputs: Iterable
         raise RunError(f"{flag} {out} holds a different {run.kind} run ({'; '.join(diff[:4])}); use "
                        "another folder, or --overwrite to replace that run.")
     if not resume:
-        raise RunError(f"{flag} {out} already holds this {run.kind} run; pass --resume to continue it "
+        raise RunError(f"{flag} {out} already holds this run (a {run.kind} run); pass --resume to continue it "
                        "(a finished run is verified and returned), or --overwrite to start again.")
     run.resuming = True
     run._kept = True
