@@ -123,7 +123,7 @@ def test_compare_refuses_saes_of_another_model(setup, tmp_path, capsys):
     plain = tmp_path / "plain"  # an SAELens folder without train-sae's record
     shutil.copytree(root / "sae_in", plain)
     (plain / "run.json").unlink()
-    args[3] = str(plain)
+    args[4] = str(plain)
     assert main([*args, "--model", str(root / "model"), "--out", str(tmp_path / "r2")]) == 1
     assert "holds no record of the model it was trained on" in capsys.readouterr().err
 
