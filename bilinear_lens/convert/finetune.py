@@ -35,13 +35,14 @@ from tqdm.auto import tqdm
 
 from bilinear_lens.convert.data import (PackedBlocks, check_vocab, encode_stories, load_texts,
                                         validation_batches)
-from bilinear_lens.convert.distributed import make_accelerator, on_main, save_checkpoint
+from bilinear_lens.convert.checkpoint import check_finite_model, load_checkpoint, save_checkpoint
+from bilinear_lens.convert.distributed import make_accelerator, on_main
 from bilinear_lens.convert.fast_attention import restore_attention, use_sdpa
 from bilinear_lens.convert.schedule import BetaSchedule, LRSchedule
-from bilinear_lens.convert.sharding import (check_launcher_fsdp, cpu_copy, export_copy,
-                                            is_sharded_checkpoint, load_sharded, memory_report,
-                                            save_sharded, shard_model)
-from bilinear_lens.runs import prepare_run_dir, write_json
+from bilinear_lens.convert.sharding import (check_launcher_fsdp, cpu_copy, export_copy, memory_report,
+                                            shard_model)
+from bilinear_lens.runs import (RunError, RunFolder, check_float, check_int, check_out_path, open_run,
+                                require_finite_loss)
 from bilinear_lens.convert.swap import (check_convertible, convert_to_bilinear,
                                         enable_gradient_checkpointing, finalize_bilinear,
                                         freeze_biases, set_beta, swap_to_annealed)
@@ -49,7 +50,7 @@ from bilinear_lens.convert.swap import (check_convertible, convert_to_bilinear,
 # Fields that do not change what a run computes (a resumed run may differ in them).
 _NOT_IDENTITY = ("out", "resume", "overwrite", "fail_at_step", "checkpoint_every", "eval_every",
                  "progress", "threads", "fsdp")
-_RUN_FILES = ("run.json", "metrics.json", "checkpoint", ".checkpoint-tmp", ".checkpoint-old", "model")
+_RUN_FILES = ("run.json", "metrics.json", "checkpoint", "model")
 
 
 @dataclass
@@ -95,6 +96,26 @@ class ConvertConfig:
     def identity(self) -> Dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k not in _NOT_IDENTITY}
 
+    def check(self) -> None:
+        """One-line :class:`RunError` naming the option (its ``convert`` flag) and its range."""
+        for flag, value, lo in (("--tokens", self.tokens, 1), ("--val-stories", self.val_stories, 1),
+                                ("--val-max-len", self.val_max_len, 2), ("--seq-len", self.seq_len, 2),
+                                ("--batch-size", self.batch_size, 1), ("--grad-accum", self.grad_accum, 1),
+                                ("--warmup", self.warmup, 0), ("--seed", self.seed, 0),
+                                ("--first-n-layers", self.first_n_layers, 1),
+                                ("--train-limit", self.train_limit, 1), ("--eval-every", self.eval_every, 0),
+                                ("--checkpoint-every", self.checkpoint_every, 1),
+                                ("--threads", self.threads, 0), ("fail_at_step", self.fail_at_step, 0)):
+            check_int(flag, value, minimum=lo)
+        check_float("--lr", self.lr, minimum=0, inclusive=(False, True))
+        check_float("--weight-decay", self.weight_decay, minimum=0)
+        check_float("--min-lr-ratio", self.min_lr_ratio, 0, 1)
+        check_float("--anneal-frac", self.anneal_frac, 0, 1)
+        check_float("--grad-clip", self.grad_clip, minimum=0)
+        check_float("--distill", self.distill, 0, 1, inclusive=(True, False))
+        if self.mode not in ("bilinear", "baseline"):
+            raise RunError(f"mode={self.mode!r}; use 'bilinear' or 'baseline'")
+
 
 class _Counter:
     """Step and history, saved with the accelerator state."""
@@ -111,12 +132,6 @@ class _Counter:
 
 class InjectedFailure(RuntimeError):
     """Raised by ``fail_at_step`` (tests of resuming)."""
-
-
-def prepare_out_dir(cfg: ConvertConfig) -> bool:
-    """Check the output folder (:func:`bilinear_lens.runs.prepare_run_dir`); True to resume."""
-    return prepare_run_dir(cfg.out, cfg.identity(), resume=cfg.resume, overwrite=cfg.overwrite,
-                           owned=_RUN_FILES, kind="conversion")
 
 
 @torch.no_grad()
@@ -181,35 +196,46 @@ def _load(cfg: ConvertConfig) -> tuple:
     from bilinear_lens.loading import load_pretrained
 
     folder = resolve_model_folder(cfg.model)
+    if cfg.first_n_layers:
+        _check_first_n_layers(folder, cfg.first_n_layers)
     kw = {"first_n_layers": cfg.first_n_layers} if cfg.first_n_layers else {}
     model = load_pretrained(folder, processing=False, **kw)
     tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or folder)
     return model, tokenizer
 
 
+def _check_first_n_layers(folder: str, n: int) -> None:
+    import json
+
+    try:
+        layers = json.loads((Path(folder) / "config.json").read_text())["num_hidden_layers"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # the loader names what is wrong with config.json
+    if isinstance(layers, int):
+        check_int("--first-n-layers", n, 1, layers)
+
+
 def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) -> Dict[str, Any]:
-    """Run (or resume) one conversion; returns the metrics also written to ``out/metrics.json``."""
-    if cfg.mode not in ("bilinear", "baseline"):
-        raise ValueError(f"mode={cfg.mode!r}; use 'bilinear' or 'baseline'")
-    if not 0.0 <= cfg.distill < 1.0:
-        raise ValueError(f"distill={cfg.distill} must be in [0, 1) (weight of the KL term)")
-    if cfg.tokens <= 0:
-        raise ValueError(f"tokens={cfg.tokens} must be positive")
-    out = Path(cfg.out)
+    """Run (or resume) one conversion; returns the metrics also written to ``out/metrics.json``.
+
+    ``out`` follows the run-folder contract (:func:`bilinear_lens.runs.open_run`, kind
+    ``conversion``), opened and locked by the main process; every process stops together on a
+    refusal. Everything is checked (options, model, data) before the folder is touched."""
+    cfg.check()
     acc = make_accelerator("bf16" if cfg.bf16 else "no")
     check_launcher_fsdp(acc.distributed_type)
     if cfg.fsdp and acc.num_processes == 1:
         raise ValueError("--fsdp shards the model over several processes, but this is one process; "
                          "launch with `accelerate launch --num_processes N -m bilinear_lens.cli convert "
                          "... --fsdp`, or drop --fsdp")
-    resuming = on_main(acc, lambda: prepare_out_dir(cfg))
+    on_main(acc, lambda: check_out_path(cfg.out))
     if model is None:
         model, tokenizer = _load(cfg)
     check_convertible(model)
+    check_finite_model(model, cfg.model)
     check_vocab(tokenizer, model.cfg.d_vocab)
     if cfg.seq_len > model.cfg.n_ctx:
         raise ValueError(f"seq_len={cfg.seq_len} exceeds the model context n_ctx={model.cfg.n_ctx}")
-
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -221,7 +247,6 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
     if len(data) < per_step:
         raise ValueError(f"the dataset is too small: {len(data)} blocks of {cfg.seq_len} tokens, "
                          f"but one optimiser step needs {per_step} (batch_size x grad_accum x processes)")
-    total_steps = math.ceil(cfg.tokens / (per_step * cfg.seq_len))
     val_source = cfg.val_data
     if val_source is None and Path(cfg.data).is_file():
         cand = Path(cfg.data).with_name("validation.txt")
@@ -232,11 +257,42 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
                                limit=cfg.val_stories)
         val = validation_batches(encode_stories(tokenizer, val_texts),
                                  min(cfg.val_max_len, model.cfg.n_ctx), pad_id=tokenizer.bos_token_id)
+    inputs = [p for p in (cfg.model, cfg.data, cfg.tokenizer, val_source) if p and Path(p).exists()]
+    holder: Dict[str, RunFolder] = {}
 
-    out.mkdir(parents=True, exist_ok=True)
-    if acc.is_main_process and not resuming:
-        write_json(out / "run.json", cfg.identity())
+    def open_folder() -> Dict[str, Any]:
+        run = holder["run"] = open_run(cfg.out, "conversion", cfg.identity(), resume=cfg.resume,
+                                       overwrite=cfg.overwrite, owned=_RUN_FILES, inputs=inputs)
+        import json
 
+        done = json.loads(run.file("metrics.json").read_text()) if run.finished else None
+        if done is not None and bool(done.get("sharded")) != cfg.fsdp:
+            run.close()
+            raise ValueError(f"{run.file('checkpoint')} was written {'with' if not cfg.fsdp else 'without'} "
+                             "--fsdp; resume with the same setting")
+        return {"resuming": run.resuming, "finished": done}
+
+    opened = on_main(acc, open_folder)
+    run = holder.get("run")
+    failed = True
+    try:
+        if opened["finished"] is not None:
+            failed = False
+            return opened["finished"]
+        metrics = _convert(cfg, acc, run, Path(cfg.out), model, tokenizer, data, val, val_source,
+                           per_step, opened["resuming"])
+        failed = False
+        return metrics
+    finally:
+        if run is not None:
+            run.close(failed=failed)
+
+
+def _convert(cfg: ConvertConfig, acc: Any, run: Optional[RunFolder], out: Path, model: Any, tokenizer: Any,
+             data: PackedBlocks, val: List[tuple], val_source: Optional[str], per_step: int,
+             resuming: bool) -> Dict[str, Any]:
+    """The training loop of :func:`run_convert` (``run`` is the main process's run folder)."""
+    total_steps = math.ceil(cfg.tokens / (per_step * cfg.seq_len))
     device = acc.device
     model.to(device)
     use_sdpa(model)  # training-only fast attention (copies keep it); restored before saving
@@ -246,11 +302,8 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
         if cfg.bf16:  # the frozen teacher only runs under bf16 autocast: keep it in bf16 (half the bytes)
             teacher.to(torch.bfloat16)
     counter = _Counter()
-    ckpt = out / "checkpoint"
-    if resuming and not ckpt.exists() and (out / ".checkpoint-old").exists():
-        ckpt = out / ".checkpoint-old"
-    resuming = resuming and ckpt.exists()  # killed before the first checkpoint: start again
-    if not resuming:  # metrics of the untouched model and of the plain swap
+    has_ckpt = resuming and on_main(acc, lambda: run.file("checkpoint/state.json").is_file())
+    if not has_ckpt:  # metrics of the untouched model and of the plain swap
         counter.extra["val_loss_original"] = validation_loss(model, val, device) if val else None
         swapped = convert_to_bilinear(copy.deepcopy(model))
         counter.extra["val_loss_swapped"] = validation_loss(swapped, val, device) if val else None
@@ -259,7 +312,7 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
     if cfg.mode == "bilinear":
         swap_to_annealed(model, beta=1.0)
         freeze_biases(model)
-    if not resuming:
+    if not has_ckpt:
         counter.extra["val_loss_start"] = (counter.extra["val_loss_swapped"] if cfg.mode == "bilinear"
                                            else counter.extra["val_loss_original"])
     template = None  # --fsdp: an unsharded CPU copy on the main process, filled for the export
@@ -281,25 +334,11 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
     lr_at = LRSchedule(total_steps, cfg.warmup, cfg.lr_decay, cfg.min_lr_ratio)
     if cfg.fsdp:
         raw = model
-
-        def write(folder: Path) -> None:
-            save_sharded(folder, model, opt, counter, acc.is_main_process)
     else:
         model, opt = acc.prepare(model, opt)
-        acc.register_for_checkpointing(counter)
         raw = acc.unwrap_model(model)
-
-        def write(folder: Path) -> None:
-            acc.save_state(str(folder), safe_serialization=False)
-
-    if resuming:
-        if is_sharded_checkpoint(ckpt) != cfg.fsdp:
-            raise ValueError(f"{ckpt} was written {'with' if not cfg.fsdp else 'without'} --fsdp; "
-                             "resume with the same setting")
-        if cfg.fsdp:
-            load_sharded(ckpt, model, opt, counter)
-        else:
-            acc.load_state(str(ckpt))
+    if has_ckpt:
+        load_checkpoint(acc, out, raw, model, opt, counter, cfg.fsdp)
     eval_every = cfg.eval_every or max(1, total_steps // 4)
 
     bar = tqdm(total=total_steps, initial=counter.step, disable=not (cfg.progress and acc.is_main_process),
@@ -312,7 +351,7 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
         set_beta(raw, beta)
         for group in opt.param_groups:
             group["lr"] = cfg.lr * lr_at(step)
-        ce_sum = torch.zeros((), device=device)
+        sums = torch.zeros(2, device=device)  # [CE, loss] averaged over the micro-batches
         for micro in range(cfg.grad_accum):
             first = (step * cfg.grad_accum + micro) * cfg.batch_size * acc.num_processes
             toks = data.sequences(first + acc.process_index * cfg.batch_size, cfg.batch_size).to(device)
@@ -327,8 +366,11 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
                 if cfg.fail_at_step is not None and step == cfg.fail_at_step:
                     raise InjectedFailure(f"injected failure in the middle of step {step}")
                 acc.backward(loss / cfg.grad_accum)
-            ce_sum += ce.detach().float() / cfg.grad_accum
-        ce_sum = float(acc.reduce(ce_sum, "mean")) if acc.num_processes > 1 else float(ce_sum)
+            sums += torch.stack([ce.detach().float(), loss.detach().float()]) / cfg.grad_accum
+        if acc.num_processes > 1:
+            sums = acc.reduce(sums, "mean")
+        ce_sum = float(sums[0])
+        require_finite_loss(float(sums[1]), step + 1, f"the last checkpoint in {out / 'checkpoint'}")
         if cfg.grad_clip > 0:
             acc.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
@@ -343,7 +385,7 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
                         **({"val": f"{rec['val_loss']:.3f}"} if "val_loss" in rec else {}))
         bar.update(1)
         if counter.step % cfg.checkpoint_every == 0 or counter.step == total_steps:
-            save_checkpoint(acc, out, write)
+            save_checkpoint(acc, run, raw, model, opt, counter, cfg.fsdp)
     bar.close()
     elapsed = time.time() - t0
 
@@ -368,10 +410,11 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
         "history": counter.history, "config": cfg.identity(),
     }
     if acc.is_main_process:
-        from bilinear_lens.checkpoints import save_pretrained
+        from bilinear_lens.language.checkpoint import save_model
 
         restore_attention(export)
-        save_pretrained(export, out / "model", tokenizer)
-        write_json(out / "metrics.json", metrics)
+        save_model(run, "model", export, tokenizer)
+        run.write_json("metrics.json", metrics)
+        run.finish()
     acc.wait_for_everyone()
     return metrics

@@ -37,6 +37,18 @@ def save_checkpoint(run: RunFolder, model: Any, tokenizer: Any, state: Dict[str,
     run.checkpointed()
 
 
+def save_model(run: RunFolder, name: str, model: Any, tokenizer: Any = None) -> None:
+    """``bilinear_lens.save_pretrained(model)`` as the entry ``name`` of ``run``, atomically (built in
+    a ``.bl-tmp-*`` folder inside the run, then renamed over the old entry)."""
+    from bilinear_lens.checkpoints import save_pretrained
+
+    with run.atomic_dir(name) as tmp:
+        save_pretrained(model, tmp / "model", tokenizer=tokenizer)  # a fresh path, never a user's
+        for f in (tmp / "model").iterdir():
+            f.rename(tmp / f.name)
+        (tmp / "model").rmdir()
+
+
 def load_weights(model: Any, folder: Path) -> None:
     """Copy the weights of a Hugging Face Llama folder into ``model`` (an unprocessed
     HookedTransformer of the same shape): exact, since only layouts change."""

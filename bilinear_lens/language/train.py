@@ -316,13 +316,7 @@ def _train_in(cfg: LMTrainConfig, run: RunFolder, identity: Dict[str, Any]) -> D
     snapshot()
     final_blocks = val if cfg.final_eval_tokens is None else val[: max(1, cfg.final_eval_tokens // cfg.n_ctx)]
     val_loss = evaluate(model, final_blocks, cfg.batch_size)
-    from bilinear_lens.checkpoints import save_pretrained
-
-    with run.atomic_dir("model") as tmp:
-        save_pretrained(model, tmp / "model", tokenizer=model.tokenizer)
-        for f in (tmp / "model").iterdir():
-            f.rename(tmp / f.name)
-        (tmp / "model").rmdir()
+    ckpt.save_model(run, "model", model, model.tokenizer)
     metrics = write_metrics({"finished": True, "val_loss": val_loss,
                              "val_tokens": int(final_blocks.numel()), "model_dir": str(out / "model")})
     run.finish()
