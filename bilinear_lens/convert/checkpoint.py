@@ -1,4 +1,4 @@
-"""Checkpoints of the converter without pickle: ``OUT/checkpoint/state.{safetensors,json}``.
+"""Converter checkpoints as safetensors + JSON (no Python objects): ``OUT/checkpoint/state.*``.
 
 One state (:func:`bilinear_lens.runs.save_state`: tensors as safetensors, the rest as JSON) holds
 
@@ -10,11 +10,12 @@ One state (:func:`bilinear_lens.runs.save_state`: tensors as safetensors, the re
 
 Data parallel (DDP): the main process writes the unwrapped model and the optimiser (replicated, so
 every process holds the same state) after gathering the RNG states; every process reads the file
-back on ``--resume``. Nothing of accelerate's own (``save_state`` / ``load_state``, which unpickle
-``custom_checkpoint_0.pkl``, ``random_states_*.pkl`` and ``optimizer.bin``) is used.
+back on ``--resume``. Nothing of accelerate's own (``save_state`` / ``load_state``, which deserialise
+Python objects from ``custom_checkpoint_0.pkl``, ``random_states_*.pkl`` and ``optimizer.bin``) is used.
 
 Sharded (``--fsdp``): ``torch.distributed.checkpoint`` would write each process's shards, but its
-``.metadata`` file is a pickle that ``dcp.load`` unpickles, so a planted file would run code. Instead
+``.metadata`` file is a serialised Python object that ``dcp.load`` deserialises, so a planted file
+would run code. Instead
 the shards are gathered into full (unsharded) model and optimiser state dicts on the main process's
 CPU (``get_state_dict(..., full_state_dict=True, cpu_offload=True)``, collective), written as above,
 and on resume read by the main process only and scattered back into the shards

@@ -98,6 +98,8 @@ class ConvertConfig:
 
     def check(self) -> None:
         """One-line :class:`RunError` naming the option (its ``convert`` flag) and its range."""
+        if self.resume and self.overwrite:
+            raise RunError("--resume and --overwrite contradict each other; pass one of them.")
         for flag, value, lo in (("--tokens", self.tokens, 1), ("--val-stories", self.val_stories, 1),
                                 ("--val-max-len", self.val_max_len, 2), ("--seq-len", self.seq_len, 2),
                                 ("--batch-size", self.batch_size, 1), ("--grad-accum", self.grad_accum, 1),

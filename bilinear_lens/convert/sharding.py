@@ -5,7 +5,7 @@ so each of ``N`` processes holds ``1/N`` of the weights, gradients and AdamW mom
 TinyLlama-1.1B: 17.6 GB of float32 training state become ``17.6 / N`` GB per GPU) and all-gathers one
 block at a time for its forward and backward. The same code runs over NCCL on GPUs and over gloo on
 CPU processes (where the tests exercise it). Checkpoints gather the full model and optimiser state
-onto the main process and write it without pickle (:mod:`bilinear_lens.convert.checkpoint`, which
+onto the main process and write it without Python object serialisation (:mod:`bilinear_lens.convert.checkpoint`, which
 says why ``torch.distributed.checkpoint`` folders are not used); the export gathers the full state
 dict onto the main process too.
 """

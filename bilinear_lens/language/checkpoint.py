@@ -6,14 +6,14 @@ Layout of a run folder ``OUT``::
     OUT/tokenizer/       Hugging Face tokenizer folder
     OUT/checkpoint/      model/ (Hugging Face Llama folder, bilinear_lens.save_pretrained) +
                          state.safetensors + state.json (optimiser, scheduler, RNG, step = data
-                         position, metrics so far; bilinear_lens.runs.save_state: no pickle)
+                         position, metrics so far; bilinear_lens.runs.save_state: no Python objects)
     OUT/model/           the final model (HF folder incl. tokenizer), written when training ends
     OUT/metrics.json     validation-loss history and final numbers
     OUT/cache/           token streams as safetensors (so a resumed run skips tokenisation)
 
 Every file or folder is written atomically (``.bl-tmp-*`` temporaries inside ``OUT``, then
-``os.replace``), so an interrupted run leaves either the previous checkpoint or the new one. Nothing
-in the folder is unpickled: a planted ``state.pt`` or cache ``.pt`` is never read.
+``os.replace``), so an interrupted run leaves either the previous checkpoint or the new one. No Python
+object in the folder is deserialised: a planted ``state.pt`` or cache ``.pt`` is never read.
 """
 
 from __future__ import annotations

@@ -142,7 +142,7 @@ def load_tokens(path: PathLike, tokenizer, cache_dir: Optional[PathLike] = None)
     """``tokenize_stories(read_stories(path), tokenizer)``, cached in ``cache_dir`` (keyed by the
     file's path, size and mtime and the tokenizer) so that resumed runs skip tokenisation.
 
-    The cache is a safetensors file (``tokens``, int64), written atomically; nothing is unpickled, and
+    The cache is a safetensors file (``tokens``, int64), written atomically; no Python object is deserialised, and
     a cache file that does not read back gives a one-line error naming it."""
     if cache_dir is None:
         return tokenize_stories(read_stories(path), tokenizer)

@@ -89,6 +89,8 @@ class LMTrainConfig:
 
     def check(self) -> None:
         """One-line :class:`RunError` naming the option (its ``train-lm`` flag) and its range."""
+        if self.resume and self.overwrite:
+            raise RunError("--resume and --overwrite contradict each other; pass one of them.")
         from bilinear_lens.language.model import check_shape
 
         if self.max_tokens is not None and self.epochs is not None:

@@ -16,7 +16,7 @@ is not BOS, and draws ``B`` of those activations ``[B, d_model]`` with a generat
 ``(seed, s)``: the data of a step is a function of the step alone. ``SAETrainer.step`` then does
 SAELens' own update (its training loss, dead-feature tracking, grad clip 1, Adam, cosine schedule
 ``lr -> lr_end``). Checkpoints (``checkpoint/state``, ``n_checkpoints`` of them) hold the SAE, Adam,
-scheduler, feature statistics, step and RNG via :func:`bilinear_lens.runs.save_state` (no pickle),
+scheduler, feature statistics, step and RNG via :func:`bilinear_lens.runs.save_state` (no Python objects),
 so a resumed run ends bit-identical to an uninterrupted one.
 
 The folder (the run-folder contract of :mod:`bilinear_lens.runs`, kind ``train-sae``) ends in
