@@ -118,7 +118,8 @@ class LMTrainConfig:
             check_shape(LMShape(mlp=self.mlp, d_model=self.d_model, n_layers=self.n_layers,
                                 n_heads=self.n_heads, d_mlp=self.d_mlp, n_ctx=self.n_ctx))
         except ValueError as e:
-            raise RunError(f"{e} (--d-model, --heads)") from e
+            raise RunError(f"--d-model / --heads: {str(e).rstrip('.')}; choose --heads dividing --d-model "
+                           "with an even quotient.") from e
 
 
 def batch_indices(step: int, batch_size: int, n_blocks: int, seed: int) -> Int[torch.Tensor, "batch"]:
