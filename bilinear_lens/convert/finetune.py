@@ -202,7 +202,13 @@ def _load(cfg: ConvertConfig) -> tuple:
         _check_first_n_layers(folder, cfg.first_n_layers)
     kw = {"first_n_layers": cfg.first_n_layers} if cfg.first_n_layers else {}
     model = load_pretrained(folder, processing=False, **kw)
-    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or folder)
+    where = cfg.tokenizer or folder
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where)
+    except Exception as e:  # missing, truncated or hand-edited tokenizer files
+        first = (str(e).splitlines() or [""])[0][:160]
+        raise RunError(f"the tokenizer in {where} cannot be loaded ({type(e).__name__}: {first}); copy its "
+                       "tokenizer files again, or pass --tokenizer DIR.") from e
     return model, tokenizer
 
 
