@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from bilinear_lens.runs import RunError, RunFolder, load_state, rng_state, save_state, set_rng_state
+from bilinear_lens.runs import RunError, RunFolder, load_state, rng_state, set_rng_state
 
 STATE = "checkpoint/state"
 

@@ -25,7 +25,6 @@ import contextlib
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -35,106 +34,17 @@ from tqdm.auto import tqdm
 
 from bilinear_lens.convert.data import (PackedBlocks, check_vocab, encode_stories, load_texts,
                                         validation_batches)
+from bilinear_lens.convert.config import RUN_FILES, ConvertConfig, InjectedFailure, StepCounter
 from bilinear_lens.convert.checkpoint import check_finite_model, load_checkpoint, save_checkpoint
 from bilinear_lens.convert.distributed import make_accelerator, on_main
 from bilinear_lens.convert.fast_attention import restore_attention, use_sdpa
 from bilinear_lens.convert.schedule import BetaSchedule, LRSchedule
 from bilinear_lens.convert.sharding import (check_launcher_fsdp, cpu_copy, export_copy, memory_report,
                                             shard_model)
-from bilinear_lens.runs import (RunError, RunFolder, check_float, check_int, check_out_path, open_run,
-                                require_finite_loss)
+from bilinear_lens.runs import RunError, RunFolder, check_int, check_out_path, open_run, require_finite_loss
 from bilinear_lens.convert.swap import (check_convertible, convert_to_bilinear,
                                         enable_gradient_checkpointing, finalize_bilinear,
                                         freeze_biases, set_beta, swap_to_annealed)
-
-# Fields that do not change what a run computes (a resumed run may differ in them).
-_NOT_IDENTITY = ("out", "resume", "overwrite", "fail_at_step", "checkpoint_every", "eval_every",
-                 "progress", "threads", "fsdp")
-_RUN_FILES = ("run.json", "metrics.json", "checkpoint", "model")
-
-
-@dataclass
-class ConvertConfig:
-    """Everything that defines a conversion run (``run.json`` in the output folder)."""
-
-    model: str  # local Llama folder (SwiGLU)
-    data: str  # text file (stories separated by <|endoftext|> lines) or HF dataset name
-    out: str
-    tokens: int = 2_000_000  # training tokens (rounded up to whole optimiser steps)
-    mode: str = "bilinear"  # "bilinear" | "baseline"
-    distill: float = 0.0  # weight w of KL(teacher || student); 0 = plain LM loss
-    tokenizer: Optional[str] = None  # default: the model folder
-    val_data: Optional[str] = None  # default: validation.txt next to a local data file
-    val_stories: int = 200
-    val_max_len: int = 512
-    seq_len: int = 256
-    batch_size: int = 16  # sequences per micro-batch per process
-    grad_accum: int = 1
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup: int = 20
-    lr_decay: str = "cosine"
-    min_lr_ratio: float = 0.1
-    anneal_frac: float = 0.3
-    beta_schedule: str = "linear"
-    grad_clip: float = 1.0
-    bf16: bool = False
-    grad_checkpointing: bool = False
-    fsdp: bool = False  # shard weights, gradients and optimiser state over processes (FSDP2)
-    seed: int = 0
-    first_n_layers: Optional[int] = None
-    text_field: str = "text"
-    train_limit: Optional[int] = None  # use only the first N training texts
-    eval_every: int = 0  # steps between validations (0: about 4 per run)
-    checkpoint_every: int = 50
-    resume: bool = False
-    overwrite: bool = False
-    progress: bool = True
-    threads: Optional[int] = None  # torch CPU threads (1 is fastest on a busy shared CPU)
-    fail_at_step: Optional[int] = None  # testing: raise in the middle of this step
-
-    def identity(self) -> Dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k not in _NOT_IDENTITY}
-
-    def check(self) -> None:
-        """One-line :class:`RunError` naming the option (its ``convert`` flag) and its range."""
-        if self.resume and self.overwrite:
-            raise RunError("--resume and --overwrite contradict each other; pass one of them.")
-        for flag, value, lo in (("--tokens", self.tokens, 1), ("--val-stories", self.val_stories, 1),
-                                ("--val-max-len", self.val_max_len, 2), ("--seq-len", self.seq_len, 2),
-                                ("--batch-size", self.batch_size, 1), ("--grad-accum", self.grad_accum, 1),
-                                ("--warmup", self.warmup, 0), ("--seed", self.seed, 0),
-                                ("--first-n-layers", self.first_n_layers, 1),
-                                ("--train-limit", self.train_limit, 1), ("--eval-every", self.eval_every, 0),
-                                ("--checkpoint-every", self.checkpoint_every, 1),
-                                ("--threads", self.threads, 0), ("fail_at_step", self.fail_at_step, 0)):
-            check_int(flag, value, minimum=lo)
-        check_float("--lr", self.lr, minimum=0, inclusive=(False, True))
-        check_float("--weight-decay", self.weight_decay, minimum=0)
-        check_float("--min-lr-ratio", self.min_lr_ratio, 0, 1)
-        check_float("--anneal-frac", self.anneal_frac, 0, 1)
-        check_float("--grad-clip", self.grad_clip, minimum=0)
-        check_float("--distill", self.distill, 0, 1, inclusive=(True, False))
-        if self.mode not in ("bilinear", "baseline"):
-            raise RunError(f"mode={self.mode!r}; use 'bilinear' or 'baseline'")
-
-
-class _Counter:
-    """Step and history, saved with the accelerator state."""
-
-    def __init__(self) -> None:
-        self.step, self.history, self.extra = 0, [], {}
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {"step": self.step, "history": self.history, "extra": self.extra}
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        self.step, self.history, self.extra = state["step"], state["history"], state["extra"]
-
-
-class InjectedFailure(RuntimeError):
-    """Raised by ``fail_at_step`` (tests of resuming)."""
-
 
 @torch.no_grad()
 def validation_loss(model: Any, batches: List[tuple], device: Any = "cpu") -> float:
@@ -270,7 +180,7 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
 
     def open_folder() -> Dict[str, Any]:
         run = holder["run"] = open_run(cfg.out, "conversion", cfg.identity(), resume=cfg.resume,
-                                       overwrite=cfg.overwrite, owned=_RUN_FILES, inputs=inputs)
+                                       overwrite=cfg.overwrite, owned=RUN_FILES, inputs=inputs)
         import json
 
         done = json.loads(run.file("metrics.json").read_text()) if run.finished else None
@@ -309,7 +219,7 @@ def _convert(cfg: ConvertConfig, acc: Any, run: Optional[RunFolder], out: Path, 
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
         if cfg.bf16:  # the frozen teacher only runs under bf16 autocast: keep it in bf16 (half the bytes)
             teacher.to(torch.bfloat16)
-    counter = _Counter()
+    counter = StepCounter()
     has_ckpt = resuming and on_main(acc, lambda: run.file("checkpoint/state.json").is_file())
     if not has_ckpt:  # metrics of the untouched model and of the plain swap
         counter.extra["val_loss_original"] = validation_loss(model, val, device) if val else None
@@ -359,22 +269,7 @@ def _convert(cfg: ConvertConfig, acc: Any, run: Optional[RunFolder], out: Path, 
         set_beta(raw, beta)
         for group in opt.param_groups:
             group["lr"] = cfg.lr * lr_at(step)
-        sums = torch.zeros(2, device=device)  # [CE, loss] averaged over the micro-batches
-        for micro in range(cfg.grad_accum):
-            first = (step * cfg.grad_accum + micro) * cfg.batch_size * acc.num_processes
-            toks = data.sequences(first + acc.process_index * cfg.batch_size, cfg.batch_size).to(device)
-            sync = micro == cfg.grad_accum - 1
-            ctx = acc.no_sync(model) if not sync else contextlib.nullcontext()
-            with ctx, acc.autocast():
-                t_logits = None
-                if teacher is not None:
-                    with torch.no_grad():
-                        t_logits = teacher(toks)
-                loss, ce = lm_and_kl_loss(model(toks), toks, t_logits, cfg.distill)
-                if cfg.fail_at_step is not None and step == cfg.fail_at_step:
-                    raise InjectedFailure(f"injected failure in the middle of step {step}")
-                acc.backward(loss / cfg.grad_accum)
-            sums += torch.stack([ce.detach().float(), loss.detach().float()]) / cfg.grad_accum
+        sums = _accumulate(cfg, acc, model, teacher, data, step)
         if acc.num_processes > 1:
             sums = acc.reduce(sums, "mean")
         ce_sum = float(sums[0])
@@ -398,6 +293,39 @@ def _convert(cfg: ConvertConfig, acc: Any, run: Optional[RunFolder], out: Path, 
     elapsed = time.time() - t0
 
     memory = memory_report(model, opt, teacher)  # before the export swaps modules
+    session = {"seconds_this_session": round(elapsed, 1), "steps_this_session": total_steps - start_step}
+    return _finish(cfg, acc, run, model, raw, template, tokenizer, data, val, val_source, counter,
+                   total_steps * per_step * cfg.seq_len, total_steps, memory, session)
+
+
+def _accumulate(cfg: ConvertConfig, acc: Any, model: Any, teacher: Any, data: PackedBlocks,
+                step: int) -> torch.Tensor:
+    """Forward and backward of the ``grad_accum`` micro-batches of ``step`` (this process's share);
+    ``[mean CE, mean loss]`` over them (not yet averaged over processes)."""
+    sums = torch.zeros(2, device=acc.device)
+    for micro in range(cfg.grad_accum):
+        first = (step * cfg.grad_accum + micro) * cfg.batch_size * acc.num_processes
+        toks = data.sequences(first + acc.process_index * cfg.batch_size, cfg.batch_size).to(acc.device)
+        sync = micro == cfg.grad_accum - 1
+        ctx = acc.no_sync(model) if not sync else contextlib.nullcontext()
+        with ctx, acc.autocast():
+            t_logits = None
+            if teacher is not None:
+                with torch.no_grad():
+                    t_logits = teacher(toks)
+            loss, ce = lm_and_kl_loss(model(toks), toks, t_logits, cfg.distill)
+            if cfg.fail_at_step is not None and step == cfg.fail_at_step:
+                raise InjectedFailure(f"injected failure in the middle of step {step}")
+            acc.backward(loss / cfg.grad_accum)
+        sums += torch.stack([ce.detach().float(), loss.detach().float()]) / cfg.grad_accum
+    return sums
+
+
+def _finish(cfg: ConvertConfig, acc: Any, run: Optional[RunFolder], model: Any, raw: Any, template: Any,
+            tokenizer: Any, data: PackedBlocks, val: List[tuple], val_source: Optional[str], counter: Any,
+            tokens: int, total_steps: int, memory: Dict[str, float], session: Dict[str, Any]) -> Dict[str, Any]:
+    """Final validation, the export (``model/``, ``metrics.json``) and the finished run (collective)."""
+    device = acc.device
     set_beta(raw, 0.0 if cfg.mode == "bilinear" else 1.0)
     # at beta = 0 the annealed block computes exactly BilinearMLP's output (tests/test_convert_swap.py)
     final = validation_loss(raw, val, device) if val else None
@@ -406,7 +334,7 @@ def _convert(cfg: ConvertConfig, acc: Any, run: Optional[RunFolder], out: Path, 
         set_beta(export, 0.0)  # (the --fsdp template was copied at beta = 1)
         finalize_bilinear(export)
     metrics = {
-        "mode": cfg.mode, "tokens": total_steps * per_step * cfg.seq_len, "steps": total_steps,
+        "mode": cfg.mode, "tokens": tokens, "steps": total_steps,
         "val_loss_original": counter.extra.get("val_loss_original"),
         "val_loss_swapped": counter.extra.get("val_loss_swapped"),
         "val_loss_start": counter.extra.get("val_loss_start"),
@@ -414,8 +342,7 @@ def _convert(cfg: ConvertConfig, acc: Any, run: Optional[RunFolder], out: Path, 
         "val_stories": cfg.val_stories if val else 0, "val_source": val_source,
         "train_tokens_available": data.n_tokens, "processes": acc.num_processes,
         "sharded": cfg.fsdp, "memory_bytes_per_process": memory,
-        "seconds_this_session": round(elapsed, 1), "steps_this_session": total_steps - start_step,
-        "history": counter.history, "config": cfg.identity(),
+        **session, "history": counter.history, "config": cfg.identity(),
     }
     if acc.is_main_process:
         from bilinear_lens.language.checkpoint import save_model
