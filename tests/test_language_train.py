@@ -180,3 +180,20 @@ def test_epochs_and_held_out_validation(data, tmp_path):
     assert n_val >= 1 and result["val_blocks"] == n_val and result["train_blocks"] == n_blocks - n_val
     assert result["steps"] == round(0.5 * (n_blocks - n_val) / 4)
     assert [h["step"] for h in result["history"]] == [result["steps"]]  # only the final evaluation
+
+
+def test_finished_run_with_a_truncated_model_and_overwrite_of_its_own_tokenizer_refused(finished, data, tmp_path):
+    import shutil
+
+    out = tmp_path / "lm"
+    shutil.copytree(finished[0], out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match="would delete .*tokenizer, an input of this run") as e:
+        train_lm(tiny(data, out, tokenizer=str(out / "tokenizer"), overwrite=True))
+    assert "\n" not in str(e.value)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    weights = out / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"model\.safetensors changed since the run finished.*--overwrite") as e:
+        train_lm(tiny(data, out, resume=True))
+    assert "\n" not in str(e.value)
