@@ -3,6 +3,9 @@
 ``import bilinear_lens`` registers the bilinear architecture with TransformerLens (idempotent):
 ``act_fn="bilinear"`` (alias ``"linear"``) with ``gated_mlp=True`` builds :class:`BilinearMLP`
 blocks, and ``HookedTransformer.from_pretrained(folder)`` loads bilinear or SwiGLU Llama folders.
+The registration happens at once when TransformerLens is already imported, otherwise the moment it
+is (:mod:`bilinear_lens._after_import`), so ``import bilinear_lens`` itself imports neither torch nor
+TransformerLens (``bilinear-lens --help`` stays fast); every public name is imported on first use.
 """
 
 from __future__ import annotations
@@ -10,16 +13,40 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from bilinear_lens.checkpoints import CheckpointError, save_pretrained
-from bilinear_lens.components import BilinearMLP
-from bilinear_lens.registration import register, unregister
+from bilinear_lens._after_import import after_import
+from bilinear_lens.checkpoints.hf_config import CheckpointError
 
-register()
+
+def register() -> None:
+    """Register the plugin with TransformerLens now (:func:`bilinear_lens.registration.register`)."""
+    from bilinear_lens.registration import register as _register
+
+    _register()
+
+
+def unregister() -> None:
+    """Undo :func:`register` (:func:`bilinear_lens.registration.unregister`)."""
+    from bilinear_lens.registration import unregister as _unregister
+
+    _unregister()
+
+
+def _on_transformer_lens() -> None:
+    from bilinear_lens._after_import import is_importing
+
+    if is_importing("bilinear_lens.registration"):
+        return  # registration.py is importing TransformerLens itself; it registers when it is done
+    register()
+
+
+after_import("transformer_lens", _on_transformer_lens)
 
 __version__ = "0.1.0"
 
 # Public names defined in submodules, imported on first use (keeps `import bilinear_lens` fast).
 _LAZY = {
+    "BilinearMLP": "bilinear_lens.components.bilinear_mlp",
+    "save_pretrained": "bilinear_lens.checkpoints.save",
     "load_pretrained": "bilinear_lens.loading",
     "bilinear_layer": "bilinear_lens.decomposition.weights",
     "BilinearWeights": "bilinear_lens.decomposition.weights",
@@ -49,4 +76,4 @@ def __dir__() -> list:
     return sorted(list(globals()) + list(_LAZY))
 
 
-__all__ = ["BilinearMLP", "CheckpointError", "register", "save_pretrained", "unregister", *_LAZY]
+__all__ = ["CheckpointError", "register", "unregister", *_LAZY]

@@ -1,6 +1,8 @@
 """Registering bilinear MLPs with TransformerLens (and SAELens, and the TransformerBridge).
 
-``register()`` runs on ``import bilinear_lens``; it is idempotent and ``unregister()`` undoes it.
+``register()`` runs when TransformerLens is imported (at once if ``import bilinear_lens`` finds it
+imported already; otherwise the moment it is, so ``import bilinear_lens`` itself loads neither torch
+nor TransformerLens, :mod:`bilinear_lens._after_import`); it is idempotent and ``unregister()`` undoes it.
 TransformerLens 3.9 has no plugin registry for HookedTransformer architectures, so every step
 wraps a module attribute that TransformerLens resolves at call time and delegates everything
 it does not own:
@@ -28,7 +30,18 @@ import transformer_lens.loading_from_pretrained as loading
 from transformer_lens.factories.mlp_factory import MLPFactory
 from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
 
-from bilinear_lens.components.bilinear_mlp import BILINEAR_ACT_FNS, BilinearMLP, is_bilinear_act_fn
+from bilinear_lens._after_import import after_import, cancel_all
+
+BILINEAR_ACT_FNS = ("bilinear", "linear")
+"""= :data:`bilinear_lens.components.bilinear_mlp.BILINEAR_ACT_FNS` (a test checks they agree).
+The package's own modules are imported at call time only: ``register`` may run while one of them
+is being imported (the one whose import of TransformerLens triggered it)."""
+
+
+def _bilinear() -> Any:
+    from bilinear_lens.components import bilinear_mlp
+
+    return bilinear_mlp
 
 _PATCHES: List[Tuple[Any, str, Any]] = []  # (owner, attribute, original)
 
@@ -47,18 +60,22 @@ def _patch(owner: Any, name: str, make_wrapper: Callable[[Any], Any]) -> None:
 def _create_mlp(original: Callable) -> Callable:
     @functools.wraps(original)
     def create_mlp(cfg):
-        if cfg.gated_mlp and not cfg.num_experts and is_bilinear_act_fn(cfg.act_fn):
-            return BilinearMLP(cfg)
+        if cfg.gated_mlp and not cfg.num_experts and _bilinear().is_bilinear_act_fn(cfg.act_fn):
+            return _bilinear().BilinearMLP(cfg)
         return original(cfg)
 
     return staticmethod(create_mlp)
 
 
-def _loading_wrapper(ours: Callable) -> Callable[[Callable], Callable]:
+def _loading_wrapper(name: str) -> Callable[[Callable], Callable]:
+    """Wrap TransformerLens' ``name`` with :mod:`bilinear_lens.checkpoints.load`'s function of that name."""
+
     def make(original: Callable) -> Callable:
         @functools.wraps(original)
         def wrapper(*args, **kwargs):
-            return ours(original, *args, **kwargs)
+            from bilinear_lens.checkpoints import load as ckpt
+
+            return getattr(ckpt, name)(original, *args, **kwargs)
 
         return wrapper
 
@@ -68,7 +85,7 @@ def _loading_wrapper(ours: Callable) -> Callable[[Callable], Callable]:
 def _sae_lens_hook_in(original: Callable) -> Callable:
     @functools.wraps(original)
     def add_hook_in_to_mlp(mlp):
-        if isinstance(mlp, BilinearMLP):
+        if isinstance(mlp, _bilinear().BilinearMLP):
             return  # it already has a real hook_in
         return original(mlp)
 
@@ -81,10 +98,19 @@ def _bridge_activation(original: Callable) -> Callable:
         for attr in ("activation_function", "hidden_activation", "hidden_act", "act_fn"):
             name = getattr(config, attr, None) if config is not None else None
             if name is not None:
-                return _identity if is_bilinear_act_fn(name) else original(config)
+                return _identity if _bilinear().is_bilinear_act_fn(name) else original(config)
         return original(config)
 
     return resolve_activation_fn
+
+
+def _patch_sae_lens() -> None:
+    import sys
+
+    hst = sys.modules.get("sae_lens.analysis.hooked_sae_transformer")
+    if hst is not None and hasattr(hst, "add_hook_in_to_mlp") and _PATCHES and not any(
+            owner is hst for owner, _, _ in _PATCHES):
+        _patch(hst, "add_hook_in_to_mlp", _sae_lens_hook_in)
 
 
 def is_registered() -> bool:
@@ -95,20 +121,14 @@ def register() -> None:
     """Install every hook of the plugin (idempotent)."""
     if _PATCHES:
         return
-    from bilinear_lens.checkpoints import load as ckpt
-
     for name in BILINEAR_ACT_FNS:
         SUPPORTED_ACTIVATIONS[name] = _identity
     _patch(MLPFactory, "create_mlp", lambda orig: _create_mlp(orig.__func__))
-    _patch(loading, "get_official_model_name", _loading_wrapper(ckpt.get_official_model_name))
-    _patch(loading, "convert_hf_model_config", _loading_wrapper(ckpt.convert_hf_model_config))
-    _patch(loading, "get_pretrained_state_dict", _loading_wrapper(ckpt.get_pretrained_state_dict))
-    try:
-        import sae_lens.analysis.hooked_sae_transformer as hst
-    except Exception:  # pragma: no cover - sae-lens is a dependency, but stay importable without it
-        hst = None
-    if hst is not None:
-        _patch(hst, "add_hook_in_to_mlp", _sae_lens_hook_in)
+    _patch(loading, "get_official_model_name", _loading_wrapper("get_official_model_name"))
+    _patch(loading, "convert_hf_model_config", _loading_wrapper("convert_hf_model_config"))
+    _patch(loading, "get_pretrained_state_dict", _loading_wrapper("get_pretrained_state_dict"))
+    # SAELens: patched when its HookedSAETransformer module is imported (now, if it already is)
+    after_import("sae_lens.analysis.hooked_sae_transformer", _patch_sae_lens)
     for module_name in ("gated_mlp", "joint_gate_up_mlp"):
         try:
             module = __import__(
@@ -123,9 +143,12 @@ def register() -> None:
 
 def unregister() -> None:
     """Undo :func:`register` (restores every wrapped attribute, drops the activations)."""
+    cancel_all()
     while _PATCHES:
         owner, name, original = _PATCHES.pop()
         setattr(owner, name, original)
     for name in BILINEAR_ACT_FNS:
         SUPPORTED_ACTIVATIONS.pop(name, None)
 
+
+register()  # importing this module registers too (TransformerLens is imported above)

@@ -62,10 +62,11 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     data = load_data()
+    torch.set_num_threads(1)  # one thread: fastest on a shared machine
     torch.manual_seed(0)
     clf = BilinearClassifier(d_hidden=args.d_hidden, n_layers=1, input_noise=0.4)
     train(clf, data.train, TrainConfig(epochs=args.epochs, batch_size=128, weight_decay=0.5),
-          checkpoint=out / "checkpoint.pt", progress=False)
+          checkpoint=out / "checkpoint", progress=False)
     clf.eval()
     test = data.test
     acc = accuracy(clf, test)

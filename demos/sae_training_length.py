@@ -33,7 +33,10 @@ def main(argv=None) -> int:
     s, data = metrics["settings"], metrics["data"]
     train_txt = str(Path(data).with_name("train.txt"))
 
+    import torch
     from sae_lens import SAE
+
+    torch.set_num_threads(1)  # one thread: fastest on a shared machine
 
     from bilinear_lens.sae.cli import load_model, text_blocks
     from bilinear_lens.sae.compare import collect_activations, lowrank_correlation

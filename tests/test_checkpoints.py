@@ -91,7 +91,10 @@ def test_save_overwrites_atomically(tmp_path, tiny_bilinear):
     first = (target / "model.safetensors").read_bytes()
     with torch.no_grad():
         tiny_bilinear.blocks[0].mlp.W_in.mul_(2)
-    save_pretrained(tiny_bilinear, target)
+    with pytest.raises(CheckpointError, match="overwrite=True"):
+        save_pretrained(tiny_bilinear, target)
+    assert (target / "model.safetensors").read_bytes() == first
+    save_pretrained(tiny_bilinear, target, overwrite=True)
     assert (target / "model.safetensors").read_bytes() != first
     assert sorted(os.listdir(tmp_path)) == ["m"]
 

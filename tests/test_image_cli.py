@@ -10,7 +10,7 @@ from bilinear_lens.cli import main
 from bilinear_lens.image.data import load_data
 from bilinear_lens.image.model import BilinearClassifier
 
-TINY = ["--n-train", "300", "--n-test", "150", "--d-hidden", "16", "--epochs", "1", "--quiet"]
+TINY = ["--n-train", "300", "--n-test", "150", "--d-hidden", "16", "--epochs", "1", "--quiet"]  # --quiet: the old name of --no-progress
 
 
 def test_cli_writes_report_and_reloadable_model(tmp_path, capsys):
@@ -34,10 +34,10 @@ def test_cli_writes_report_and_reloadable_model(tmp_path, capsys):
     acc = float((model.predict(test.images) == test.labels).float().mean())
     assert acc == metrics["test_accuracy"]
     assert "report:" in capsys.readouterr().out
-    # a second run with the same settings reuses the trained model (identical logits)
-    before = model(test.images[:8])
-    assert main(["mnist", *TINY, "--out", str(out)]) == 0
-    assert json.loads((out / "metrics.json").read_text())["model_reused"] is True
+    # the finished run is returned as is with --resume (identical logits, metrics untouched)
+    before, text = model(test.images[:8]), (out / "metrics.json").read_text()
+    assert main(["mnist", *TINY, "--resume", "--out", str(out)]) == 0
+    assert (out / "metrics.json").read_text() == text
     assert torch.equal(BilinearClassifier.load(out / "model")(test.images[:8]), before)
 
 

@@ -25,6 +25,10 @@ def read_config(path: Union[str, Path]) -> Dict[str, Any]:
     """Read ``path/config.json``; a folder without one is a :class:`CheckpointError`."""
     path = Path(path)
     file = path / "config.json"
+    if not path.exists() or path.is_file():
+        what = "is a file, not a model folder" if path.is_file() else "does not exist"
+        raise CheckpointError(f"model folder {path} {what}; pass a folder holding config.json and the weights "
+                              "(bilinear_lens.save_pretrained writes one).")
     if not file.is_file():
         raise CheckpointError(
             f"{path} has no config.json, so it is not a Hugging Face model folder. Pass a folder "
@@ -32,13 +36,35 @@ def read_config(path: Union[str, Path]) -> Dict[str, Any]:
             "official TransformerLens model name."
         )
     try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{file} is not valid JSON ({err}); re-save the model.") from err
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{file} is not valid JSON ({str(err).splitlines()[0]}); re-save the model.") from err
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{file} holds a JSON {type(config).__name__}, not an object of settings; re-save "
+                              "the model.")
+    return config
+
+
+LLAMA_INT_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+"""Keys a Llama ``config.json`` must hold as positive integers."""
+
+
+def _check_llama_keys(path: Union[str, Path], config: Dict[str, Any]) -> None:
+    file = Path(path) / "config.json"
+    for key in LLAMA_INT_KEYS + ("num_key_value_heads", "head_dim", "max_position_embeddings"):
+        value = config.get(key)
+        if value is None and key not in LLAMA_INT_KEYS:
+            continue
+        if value is None:
+            raise CheckpointError(f"{file} has no {key!r}; a Llama config needs {', '.join(LLAMA_INT_KEYS)}.")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CheckpointError(f"{file}: {key!r} must be a positive integer, got {value!r}; fix or re-save "
+                                  "the config.")
 
 
 def is_llama_config(config: Dict[str, Any]) -> bool:
     archs = config.get("architectures") or []
+    archs = archs if isinstance(archs, list) else []
     return config.get("model_type") in LLAMA_MODEL_TYPES or any(
         a in SUPPORTED_LOCAL_ARCHITECTURES for a in archs
     )
@@ -46,7 +72,7 @@ def is_llama_config(config: Dict[str, Any]) -> bool:
 
 def architecture_name(config: Dict[str, Any]) -> str:
     archs = config.get("architectures") or []
-    return archs[0] if archs else f"model_type={config.get('model_type')!r}"
+    return str(archs[0]) if isinstance(archs, list) and archs else f"model_type={config.get('model_type')!r}"
 
 
 def _rope_theta(config: Dict[str, Any]) -> float:
@@ -74,6 +100,7 @@ def llama_cfg_dict(path: Union[str, Path], config: Dict[str, Any]) -> Dict[str, 
     Unlike TransformerLens' own Llama branch this honours ``head_dim``, never guesses from the
     folder name (a path containing "llama" works) and keeps any ``act_fn`` (``linear`` = bilinear).
     """
+    _check_llama_keys(path, config)
     n_heads = config["num_attention_heads"]
     d_head = config.get("head_dim") or config["hidden_size"] // n_heads
     n_kv = config.get("num_key_value_heads") or n_heads

@@ -59,7 +59,8 @@ def check_weights(path: Union[str, Path]) -> None:
     elif (path / "model.safetensors").is_file():
         files = [path / "model.safetensors"]
     elif (path / "pytorch_model.bin").is_file():
-        return  # torch.load reports its own errors clearly enough
+        _check_torch_bin(path / "pytorch_model.bin")
+        return
     else:
         raise CheckpointError(
             f"{path} has a config.json but no weights ({', '.join(WEIGHT_FILES)}). Save the model "
@@ -91,6 +92,29 @@ def _check_safetensors(file: Path) -> None:
         raise CheckpointError(f"{file} should be {expected} bytes but is {size}. {fix}")
 
 
+def _check_torch_bin(file: Path) -> None:
+    """A ``pytorch_model.bin`` is read with ``torch.load(weights_only=True)`` (tensors only, no code);
+    a truncated file or one needing arbitrary pickled objects is refused with one line."""
+    try:
+        torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # truncated zip, bad magic, a global weights_only refuses to unpickle
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
+        raise CheckpointError(f"{file} cannot be read as plain tensors ({type(err).__name__}: {first}); it is "
+                              "truncated, corrupt or needs pickled code, which is never run: re-save the model "
+                              "as safetensors.") from err
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("./", "../", "/", "~")) or os.sep in name
+
+
+def missing_folder(name: str) -> CheckpointError:
+    path = Path(name).expanduser()
+    what = "is a file, not a model folder" if path.is_file() else "does not exist"
+    return CheckpointError(f"model folder {name} {what}; pass a folder holding config.json and the weights "
+                           "(bilinear_lens.save_pretrained writes one), or an official TransformerLens model name.")
+
+
 def unsupported_architecture(path: Path, config: Dict[str, Any]) -> CheckpointError:
     return CheckpointError(
         f"{path}: architecture {architecture_name(config)} cannot be loaded. bilinear_lens loads "
@@ -107,6 +131,15 @@ def get_official_model_name(original: Callable, model_name: str) -> str:
     if path is not None:
         read_config(path)  # clear error for a folder without config.json
         return str(model_name)
+    if isinstance(model_name, (str, os.PathLike)):
+        name = os.fspath(model_name)
+        if Path(name).expanduser().is_file() or name.startswith(("./", "../", "/", "~")):
+            raise missing_folder(name)
+        if _looks_like_path(name):  # "org/name" may still be an official name
+            try:
+                return original(model_name)
+            except ValueError:
+                raise missing_folder(name) from None
     return original(model_name)
 
 
@@ -118,12 +151,7 @@ def convert_hf_model_config(original: Callable, model_name: str, **kwargs: Any) 
     config = read_config(path)
     if is_llama_config(config):
         return llama_cfg_dict(model_name, config)
-    try:
-        return original(model_name, **kwargs)
-    except (NotImplementedError, ValueError, KeyError) as err:
-        # NotImplementedError: TransformerLens has no branch for it; ValueError/KeyError:
-        # transformers does not know the model_type at all.
-        raise unsupported_architecture(path, config) from err
+    raise unsupported_architecture(path, config)  # a local folder of any other architecture
 
 
 def convert_bilinear_llama_weights(hf_model: Any, cfg: HookedTransformerConfig) -> Dict[str, torch.Tensor]:
@@ -155,8 +183,13 @@ def load_hf_model(path: Union[str, Path], dtype: torch.dtype = torch.float32, **
     """``AutoModelForCausalLM.from_pretrained(path)`` after checking the weight files."""
     from transformers import AutoModelForCausalLM
 
+    from bilinear_lens.runs.checks import require_finite
+
     check_weights(path)
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **kwargs)
+    kwargs["weights_only"] = True  # never unpickle code from a folder
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **kwargs)
+    require_finite(model.state_dict(), str(path), "the checkpoint is broken: re-save a finite model")
+    return model
 
 
 def get_pretrained_state_dict(

@@ -7,52 +7,28 @@ written into a temporary sibling folder and renamed into place, so a failed save
 Exactness: ``RMSPre`` norms (``fold_ln``) are written as RMSNorm weights of ones; the unembedding
 is written untied; ``center_unembed`` only shifts logits by a per-position constant, so
 log-probabilities are unchanged.
+
+The target is checked first (:mod:`bilinear_lens.checkpoints.target`): a file, a folder of someone
+else's or a non-empty foreign folder is refused, and a model folder written earlier is replaced only
+with ``overwrite=True``; the folder is marked with ``.bilinear-lens-model``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import einops
 import torch
 from safetensors.torch import save_file
 
 from bilinear_lens.checkpoints.hf_config import CheckpointError
+from bilinear_lens.checkpoints.target import check_model_target, write_marker
 from bilinear_lens.components.bilinear_mlp import BilinearMLP, is_bilinear_act_fn
+from bilinear_lens.runs.atomic import atomic_dir
 
 HF_ACT_FNS = {"silu": "silu", "gelu": "gelu", "relu": "relu", "gelu_new": "gelu_new"}
-
-
-@contextmanager
-def atomic_dir(path: Union[str, Path]) -> Iterator[Path]:
-    """Yield a temporary folder next to ``path``; on success it replaces ``path`` in one rename.
-
-    On any exception the temporary folder is removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes owner-only folders; saved models are ordinary folders
-    try:
-        yield tmp
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.replace(path, old / "x")
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _problems(cfg: Any) -> List[str]:
@@ -175,13 +151,17 @@ def hf_state_dict(model: Any) -> Dict[str, Any]:
     return {"tensors": tensors, "config": llama_config(model, attn_bias, mlp_bias)}
 
 
-def save_pretrained(model: Any, path: Union[str, Path], tokenizer: Optional[Any] = None) -> Path:
+def save_pretrained(model: Any, path: Union[str, Path], tokenizer: Optional[Any] = None,
+                    overwrite: bool = False) -> Path:
     """Write ``model`` (a bilinear or SwiGLU HookedTransformer) as a HF ``LlamaForCausalLM`` folder.
 
-    ``tokenizer`` defaults to ``model.tokenizer``. The write is atomic: temporary folder, then
-    rename. Reload with ``HookedTransformer.from_pretrained(path)`` or
-    ``AutoModelForCausalLM.from_pretrained(path)`` (no plugin needed) for the same log-probs.
+    ``tokenizer`` defaults to ``model.tokenizer``. ``path`` must be new, empty, or (with
+    ``overwrite=True``) a model folder this package saved (:func:`check_model_target`); anything else
+    is refused before any work. The write is atomic: temporary folder, then rename. Reload with
+    ``HookedTransformer.from_pretrained(path)`` or ``AutoModelForCausalLM.from_pretrained(path)`` (no
+    plugin needed) for the same log-probs.
     """
+    path = check_model_target(path, overwrite, "save_pretrained")
     exported = hf_state_dict(model)  # validates before anything touches the disk
     tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
     with atomic_dir(path) as tmp:
@@ -192,4 +172,5 @@ def save_pretrained(model: Any, path: Union[str, Path], tokenizer: Optional[Any]
         (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
+        write_marker(tmp, "llama")
     return Path(path)

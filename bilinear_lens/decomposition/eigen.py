@@ -122,6 +122,14 @@ def dense_eigh(weights: BilinearWeights, directions: Float[Tensor, "n d_model"],
     return torch.cat(vals), torch.cat(vecs)
 
 
+def _dense_or_error(weights: BilinearWeights, directions: Tensor, k: Optional[int]) -> tuple:
+    try:
+        return dense_eigh(weights, directions, k)
+    except torch.linalg.LinAlgError as err:
+        raise ValueError(f"eigh failed on layer {weights.layer}'s interaction matrices "
+                         f"({str(err).splitlines()[0][:100]}); retry with dtype=torch.float64.") from err
+
+
 def eigendecompose(
     model: Any,
     layer: int,
@@ -137,7 +145,9 @@ def eigendecompose(
     full spectrum (dense ``eigh``). ``k`` given: the top ``k`` by ``|lambda|`` with the implicit
     Lanczos solver (``method="auto"``/``"lanczos"``), or densely (``method="dense"``, the
     reference). ``dtype`` (e.g. ``torch.float64``) sets the working precision; by default the
-    weights' dtype. ``tol``: relative residual tolerance of the implicit solver.
+    weights' dtype, float32 for bfloat16/float16 weights (results in that dtype). ``tol``: relative
+    residual tolerance of the implicit solver. Non-finite weights or directions are refused; if the
+    implicit solver's linear algebra fails, the top ``k`` are computed densely instead.
     """
     weights = bilinear_weights(model, layer, dtype=dtype)
     directions = as_directions(directions, weights.d_model).to(weights.W_out)
@@ -149,9 +159,15 @@ def eigendecompose(
     if method not in ("auto", "dense", "lanczos"):
         raise ValueError(f"method must be 'auto', 'dense' or 'lanczos', got {method!r}.")
     if k is None or method == "dense" or (method == "auto" and 2 * k >= weights.d):
-        values, vectors = dense_eigh(weights, directions, k)
+        values, vectors = _dense_or_error(weights, directions, k)
     else:
         from bilinear_lens.decomposition.lanczos import lanczos_topk
 
-        values, vectors = lanczos_topk(weights, directions, k, tol=tol)
+        try:
+            values, vectors = lanczos_topk(weights, directions, k, tol=tol)
+        except torch.linalg.LinAlgError:  # an ill-conditioned block: the dense reference is exact
+            values, vectors = _dense_or_error(weights, directions, k)
+    if not (bool(torch.isfinite(values).all()) and bool(torch.isfinite(vectors).all())):
+        raise ValueError(f"the eigendecomposition of layer {weights.layer} is not finite (the weights overflow "
+                         f"{weights.W_in.dtype}); pass dtype=torch.float64.")
     return Eigendecomposition(values, vectors, directions, weights.layer, weights.homogeneous)

@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from bilinear_lens.decomposition.weights import BilinearWeights, bilinear_weights
+from bilinear_lens.decomposition.weights import BilinearWeights, bilinear_weights, require_finite_directions
 
 
 def as_directions(directions: Tensor, d_model: int) -> Float[Tensor, "n d_model"]:
@@ -34,6 +34,7 @@ def as_directions(directions: Tensor, d_model: int) -> Float[Tensor, "n d_model"
             f"directions must have shape [d_model] or [n, d_model] with d_model={d_model} (vectors in "
             f"the MLP's output space), got {tuple(directions.shape)}."
         )
+    require_finite_directions(directions)
     return directions
 
 

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 from tqdm.auto import tqdm
 
 from bilinear_lens.decomposition.eigen import Eigendecomposition
+from bilinear_lens.decomposition.weights import bilinear_weights, require_finite_directions
 from bilinear_lens.hooks.eigen_hooks import AttachedEigen, _attached
 
 
@@ -41,6 +42,9 @@ def truncated_mlp(
             with bl.truncated_mlp(model, 1, eig, k):
                 print(k, model(tokens, return_type="loss").item())
     """
+    bilinear_weights(model, layer)  # refuses a layer holding NaN or inf
+    for name in ("values", "vectors", "directions"):
+        require_finite_directions(getattr(eig, name), f"eig.{name}")
     if k is None:
         k = eig.k
     if not isinstance(k, int) or not 0 <= k <= eig.k:

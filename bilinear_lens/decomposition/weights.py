@@ -10,6 +10,11 @@ Notation (TransformerLens shapes, paper names in brackets): ``W_gate`` ``[d_mode
 ``W_in`` ``[d_model, d_mlp]`` (V), ``W_out`` ``[d_mlp, d_model]`` (P^T). With non-zero branch
 biases the input is taken in homogeneous coordinates ``[x, 1]``: ``W_gate' = [W_gate; b_gate]``,
 ``W_in' = [W_in; b_in]`` (``[d_model + 1, d_mlp]``), so ``(W_gate'^T x')*(W_in'^T x')`` is exact.
+
+Weights holding NaN or inf are refused with a one-line error naming the tensor. Reduced-precision
+weights (bfloat16, float16) are read in float32 unless a ``dtype`` is asked for: every
+decomposition then computes, and returns its results, in float32 (CPU ``eigh``/``qr`` have no
+bfloat16 kernels, and half precision is too coarse for eigenvectors).
 """
 
 from __future__ import annotations
@@ -22,6 +27,24 @@ from jaxtyping import Float
 from torch import Tensor
 
 from bilinear_lens.components.bilinear_mlp import BilinearMLP
+from bilinear_lens.runs.checks import require_finite
+
+REDUCED_PRECISION = (torch.bfloat16, torch.float16)
+"""Weight dtypes decomposed in float32 (:func:`working_dtype`)."""
+
+
+def working_dtype(dtype: torch.dtype, requested: Optional[torch.dtype] = None) -> torch.dtype:
+    """``requested`` if given, else float32 for reduced-precision ``dtype``, else ``dtype`` itself."""
+    if requested is not None:
+        return requested
+    return torch.float32 if dtype in REDUCED_PRECISION else dtype
+
+
+def require_finite_directions(directions: Tensor, what: str = "directions") -> None:
+    """A one-line ``ValueError`` when output directions (or eigenvectors) hold NaN or inf."""
+    if directions.is_floating_point() and not bool(torch.isfinite(directions).all()):
+        bad = int((~torch.isfinite(directions)).sum())
+        raise ValueError(f"{what} hold {bad} NaN or inf values; pass finite vectors.")
 
 
 def append_one(x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model_plus_1"]:
@@ -99,8 +122,15 @@ def bilinear_layer(model: Any, layer: int) -> BilinearMLP:
 
 
 def bilinear_weights(model: Any, layer: int, dtype: Optional[torch.dtype] = None) -> BilinearWeights:
-    """Read layer ``layer``'s weights (homogeneous coordinates when a branch bias is non-zero)."""
+    """Read layer ``layer``'s weights (homogeneous coordinates when a branch bias is non-zero), in
+    ``dtype`` (default: the weights' own, float32 for bfloat16/float16); NaN/inf are refused."""
     mlp = bilinear_layer(model, layer)
+    prefix = mlp.hook_in.name.rsplit("hook_in", 1)[0] if mlp.hook_in.name else f"layer {layer} "
+    require_finite([(prefix + name, getattr(mlp, name)) for name in ("W_in", "W_gate", "W_out", "b_in", "b_gate",
+                                                                      "b_out")],
+                   "the bilinear weights", "the model is broken (diverged training or a corrupt file): load a "
+                   "finite checkpoint")
+    dtype = working_dtype(mlp.W_in.dtype, dtype)
     W_in, W_gate = mlp.W_in.detach(), mlp.W_gate.detach()
     homogeneous = mlp.has_bias
     if homogeneous:
@@ -109,4 +139,4 @@ def bilinear_weights(model: Any, layer: int, dtype: Optional[torch.dtype] = None
     n_layers = len(list(model.bilinear_layers())) if hasattr(model, "bilinear_layers") else len(model.blocks)
     weights = BilinearWeights(W_in, W_gate, mlp.W_out.detach(), mlp.b_out.detach(), homogeneous,
                               layer % n_layers, mlp.hook_in.name)
-    return weights.to(dtype=dtype) if dtype is not None else weights
+    return weights.to(dtype=dtype) if dtype != weights.W_in.dtype else weights

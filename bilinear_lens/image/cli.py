@@ -1,11 +1,14 @@
-"""``bilinear-lens mnist``: train, decompose and report a bilinear image classifier."""
+"""``bilinear-lens mnist``: train, decompose and report a bilinear image classifier.
+
+Builds its options from :mod:`bilinear_lens.image.defaults` only; torch and the study are imported
+inside the handler, so ``bilinear-lens --help`` stays fast."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from bilinear_lens.image.study import DATASET_DEFAULTS, StudyConfig
+from bilinear_lens.image.defaults import DATASET_DEFAULTS, HUB_PREFIX
 
 
 def _defaults_text() -> str:
@@ -17,15 +20,19 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "mnist",
         help="train a bilinear MNIST / Fashion-MNIST classifier, decompose it, write a report",
         description="Train a bilinear image classifier, eigendecompose it from its weights and write "
-                    "metrics.json, figures, index.html and model/ into --out. Defaults per dataset: "
-                    + _defaults_text() + ".",
+                    "metrics.json, figures, index.html and model/ into the run folder --out. --out must be "
+                    "new, empty, or an earlier mnist run: the same settings need --resume (a finished run is "
+                    "verified and returned as is), other settings --overwrite; any other folder or a file is "
+                    "refused and left untouched. Defaults per dataset: " + _defaults_text() + ".",
     )
     p.add_argument("--dataset", choices=sorted(DATASET_DEFAULTS), default="mnist",
                    help="class names and defaults (default: mnist)")
     p.add_argument("--data", default=None,
-                   help="folder of idx .gz files, an .npz (images/labels or x_train/y_train/x_test/y_test), or a "
-                        "Hugging Face hub name; default for mnist: the 10k real digits shipped with the package "
-                        "(fixed 8k/2k split), for fashion-mnist: zalando-datasets/fashion_mnist (needs network)")
+                   help="a local folder of idx .gz files or an .npz (images/labels or x_train/y_train/x_test/y_test), "
+                        f"or a Hugging Face hub dataset written {HUB_PREFIX}OWNER/NAME (any other string is a local "
+                        "path, so a mistyped path fails at once); default for mnist: the 10k real digits shipped "
+                        "with the package (fixed 8k/2k split), for fashion-mnist: zalando-datasets/fashion_mnist "
+                        "(needs network)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--d-hidden", type=int, default=None, help="embedding / bilinear width d")
     p.add_argument("--layers", type=int, default=1, help="number of bilinear layers (default 1)")
@@ -43,19 +50,28 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--n-test", type=int, default=None, help="use only the first N test images")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: fastest on a shared machine; 0 = torch's default)")
-    p.add_argument("--out", default="mnist-study", help="output folder (default: mnist-study)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out", default="mnist-study", help="run folder (default: mnist-study)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its last checkpoint (a finished run is verified and "
+                            "its metrics returned)")
+    group.add_argument("--overwrite", action="store_true",
+                       help="replace another mnist run in --out (the old one is kept until the new one has its "
+                            "first checkpoint)")
+    p.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", dest="no_progress", action="store_true", help=argparse.SUPPRESS)  # old name
     p.set_defaults(func=run_mnist)
 
 
 def run_mnist(args: argparse.Namespace) -> int:
-    from bilinear_lens.image.study import run_study
+    from bilinear_lens.image.study import StudyConfig, run_study
 
     cfg = StudyConfig(out=args.out, dataset=args.dataset, data=args.data, epochs=args.epochs, d_hidden=args.d_hidden,
                       n_layers=args.layers, residual=args.residual, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, input_noise=args.input_noise, latent_noise=args.latent_noise,
                       seed=args.seed, n_train=args.n_train, n_test=args.n_test, unregularised=args.unregularised,
-                      threads=args.threads or None, progress=not args.quiet)
+                      threads=args.threads, progress=not args.no_progress, resume=args.resume,
+                      overwrite=args.overwrite)
     m = run_study(cfg)
     at = dict(zip(m["truncation"]["k"], m["truncation"]["accuracy"]))
     summary = {

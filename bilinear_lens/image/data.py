@@ -12,13 +12,19 @@ Sources (``load_data(source, dataset)``):
   ``t10k-images-idx3-ubyte[.gz]``, ``t10k-labels-idx1-ubyte[.gz]`` (the standard distribution);
 * an ``.npz`` with ``x_train, y_train, x_test, y_test`` or with ``images, labels`` (then the fixed
   80/20 split);
-* a hub name such as ``ylecun/mnist`` or ``zalando-datasets/fashion_mnist`` (needs network or cache).
+* a Hugging Face hub dataset written ``hf:OWNER/NAME`` (needs network or cache); the two default
+  names ``ylecun/mnist`` and ``zalando-datasets/fashion_mnist`` are also accepted without the prefix.
+
+Any other string is a local path: one that does not exist is an error saying so (it is never sent
+to the hub, so a mistyped ``data/mnist`` fails at once instead of retrying the network). Pixels
+must be finite (a NaN or inf pixel is an error naming the file).
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import zipfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -29,12 +35,14 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from bilinear_lens.image.defaults import HUB_NAMES, HUB_PREFIX
+
 MNIST_CLASSES = [str(i) for i in range(10)]
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 DATASETS: Dict[str, Dict[str, object]] = {
-    "mnist": {"classes": MNIST_CLASSES, "hub": "ylecun/mnist"},
-    "fashion-mnist": {"classes": FASHION_CLASSES, "hub": "zalando-datasets/fashion_mnist"},
+    "mnist": {"classes": MNIST_CLASSES, "hub": HUB_NAMES["mnist"]},
+    "fashion-mnist": {"classes": FASHION_CLASSES, "hub": HUB_NAMES["fashion-mnist"]},
 }
 SPLIT_SEED = 0
 """Seed of the fixed permutation that splits single-array sources (``images, labels``)."""
@@ -91,6 +99,10 @@ def _check(images: np.ndarray, labels: np.ndarray, where: str, image_size: int) 
             "(check that the image and label files belong together)."
         )
     x = torch.from_numpy(images.astype(np.float32).reshape(len(images), -1))
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        raise ValueError(f"{where}: {int((~finite).sum())} pixels are NaN or inf; clean the data (every pixel "
+                         "must be a finite number in [0, 1] or [0, 255]).")
     if images.dtype == np.uint8 or (x.numel() and x.max() > 1.0):
         x = x / 255.0
     return x.contiguous(), torch.from_numpy(labels.astype(np.int64))
@@ -188,6 +200,26 @@ def load_hub(name: str, image_size: int = 28) -> Dict[str, ImageData]:
     return out
 
 
+def _load_local(text: str, image_size: int) -> Dict[str, ImageData]:
+    """``{"train", "test"}`` from a local idx folder or ``.npz`` file (module docstring)."""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return load_idx_folder(path, image_size)
+    if path.is_file():
+        if path.suffix != ".npz":
+            raise ValueError(f"--data {path}: unsupported file type {path.suffix or '(none)'!r}; give an .npz "
+                             "file or a folder of idx files.")
+        try:
+            return load_npz(path, image_size)
+        except (OSError, EOFError, zipfile.BadZipFile) as err:
+            raise ValueError(f"--data {path}: not a readable .npz file ({type(err).__name__}); copy it again "
+                             "or pass another file.") from err
+    raise FileNotFoundError(
+        f"--data {text}: the local path does not exist; pass a folder of idx .gz files or an .npz file "
+        f"(a Hugging Face hub dataset is written {HUB_PREFIX}OWNER/NAME, such as {HUB_PREFIX}ylecun/mnist)."
+    )
+
+
 def load_data(source: Optional[Union[str, Path]] = None, dataset: str = "mnist",
               image_size: int = 28) -> ImageSplit:
     """Load a train/test split from ``source`` (see the module docstring); ``dataset`` names the classes."""
@@ -202,20 +234,13 @@ def load_data(source: Optional[Union[str, Path]] = None, dataset: str = "mnist",
                               classes, image_size)
         source = str(DATASETS[dataset]["hub"])
     text = str(source)
-    path = Path(text).expanduser()
-    if path.is_dir():
-        parts = load_idx_folder(path, image_size)
-    elif path.is_file():
-        if path.suffix != ".npz":
-            raise ValueError(f"{path}: unsupported file type {path.suffix!r}; give an .npz file or a folder of idx files.")
-        parts = load_npz(path, image_size)
-    elif "/" in text and not text.startswith((".", "/", "~")) and text.count("/") == 1 and not path.suffix:
-        parts = load_hub(text, image_size)
+    if text.startswith(HUB_PREFIX) or text in HUB_NAMES.values():
+        name = text[len(HUB_PREFIX):] if text.startswith(HUB_PREFIX) else text
+        if not name or not all(name.split("/")):
+            raise ValueError(f"--data {text}: a hub dataset is written hf:OWNER/NAME, such as hf:ylecun/mnist.")
+        parts = load_hub(name, image_size)
     else:
-        raise FileNotFoundError(
-            f"data path {text!r} does not exist; pass a folder of idx .gz files, an .npz file, or a hub "
-            "name such as 'ylecun/mnist' or 'zalando-datasets/fashion_mnist'."
-        )
+        parts = _load_local(text, image_size)
     n_classes = len(classes)
     for split, data in parts.items():
         if len(data) and (int(data.labels.min()) < 0 or int(data.labels.max()) >= n_classes):

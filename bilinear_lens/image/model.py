@@ -28,7 +28,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformer_lens.hook_points import HookedRootModule, HookPoint
 
-from bilinear_lens.checkpoints import atomic_dir
+from bilinear_lens.checkpoints.target import check_model_target, write_marker
+from bilinear_lens.runs import atomic_dir, require_finite
 from bilinear_lens.components.bilinear_mlp import BilinearMLP
 
 CONFIG_FILE = "config.json"
@@ -164,20 +165,30 @@ class BilinearClassifier(HookedRootModule):
             self.train(was_training)
 
     # -- persistence -----------------------------------------------------------------------------
-    def save(self, path: Union[str, Path], extra: Optional[Dict[str, Any]] = None) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` into folder ``path`` atomically."""
-        path = Path(path)
+    def save(self, path: Union[str, Path], extra: Optional[Dict[str, Any]] = None, overwrite: bool = False) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` into folder ``path`` atomically.
+
+        ``path`` must be new, empty, or (with ``overwrite=True``) a classifier folder saved here before
+        (marked by ``.bilinear-lens-model``, :mod:`bilinear_lens.checkpoints.target`); a file or another
+        non-empty folder is refused and left as it was.
+        """
+        path = check_model_target(path, overwrite, "BilinearClassifier.save")
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         with atomic_dir(path) as tmp:
             tmp = Path(tmp)
             save_file(state, str(tmp / WEIGHTS_FILE))
             meta = {"architecture": "BilinearClassifier", "config": asdict(self.cfg), **(extra or {})}
             (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+            write_marker(tmp, "classifier")
         return path
 
     @classmethod
     def load(cls, path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> "BilinearClassifier":
-        """Rebuild a classifier saved with :meth:`save` (one call, eval mode)."""
+        """Rebuild a classifier saved with :meth:`save` (one call, eval mode).
+
+        Every problem is a one-line ``ValueError`` naming the file: a missing, truncated or corrupt
+        ``model.safetensors``, a ``config.json`` that is not a classifier's, a tensor holding NaN or inf.
+        """
         path = Path(path)
         config_file, weights_file = path / CONFIG_FILE, path / WEIGHTS_FILE
         if not config_file.is_file() or not weights_file.is_file():
@@ -185,17 +196,38 @@ class BilinearClassifier(HookedRootModule):
                 f"{path} is not a saved BilinearClassifier: expected {CONFIG_FILE} and {WEIGHTS_FILE} "
                 "in it (write one with BilinearClassifier.save(path))."
             )
-        meta = json.loads(config_file.read_text())
-        if meta.get("architecture") != "BilinearClassifier":
-            raise ValueError(f"{config_file} describes {meta.get('architecture')!r}, not a BilinearClassifier.")
-        model = cls(ClassifierConfig.from_dict(meta["config"]))
-        model.load_state_dict(load_file(str(weights_file), device=str(device)))
+        meta = cls.read_metadata(path)
+        if meta.get("architecture") != "BilinearClassifier" or not isinstance(meta.get("config"), dict):
+            raise ValueError(f"{config_file} describes {meta.get('architecture')!r}, not a BilinearClassifier "
+                             "(expected keys 'architecture' and 'config').")
+        try:
+            model = cls(ClassifierConfig.from_dict(meta["config"]))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{config_file}: invalid classifier config ({str(err).splitlines()[0]}).") from err
+        try:
+            tensors = load_file(str(weights_file), device="cpu")
+        except Exception as err:  # truncated or not safetensors
+            raise ValueError(f"{weights_file} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:100]}); "
+                             "it is truncated or corrupt: save the model again.") from err
+        require_finite(tensors, str(weights_file), "save a finite model again")
+        try:
+            model.load_state_dict(tensors)
+        except RuntimeError as err:
+            raise ValueError(f"{weights_file} does not match {config_file} ({str(err).splitlines()[0][:120]}); "
+                             "save the model again.") from err
         return model.to(device).eval()
 
     @staticmethod
     def read_metadata(path: Union[str, Path]) -> Dict[str, Any]:
         """The ``config.json`` of a saved classifier (config plus any ``extra`` given to save)."""
-        return json.loads((Path(path) / CONFIG_FILE).read_text())
+        file = Path(path) / CONFIG_FILE
+        try:
+            meta = json.loads(file.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f"{file} is not valid JSON ({type(err).__name__}); save the model again.") from err
+        if not isinstance(meta, dict):
+            raise ValueError(f"{file} holds a {type(meta).__name__}, not a JSON object; save the model again.")
+        return meta
 
 
 def eigenvector_pixels(

@@ -7,12 +7,18 @@
   ``dataset``, ``n_train``, ``n_test``, ``config``, timings, and ``unregularised`` when asked;
 * ``figures/*.png`` and ``index.html``.
 
-Training resumes from ``out/checkpoint.pt`` after an interruption, and a finished ``model/`` with the
-same settings is reused instead of retrained.
+``out`` is a run folder (:func:`bilinear_lens.runs.open_run`, kind ``"mnist"``): a new or empty folder,
+or an earlier mnist run. Its identity is the resolved settings (:meth:`StudyConfig.identity`); a
+finished run with the same settings is verified and its metrics returned when ``resume`` is set,
+another run's folder is refused unless ``overwrite``, anything else is refused. Every setting and
+the data are checked before the folder is created. Training checkpoints after every epoch into
+``out/checkpoint/state.safetensors`` + ``.json`` (no pickle); ``resume`` continues bit-identically.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -20,6 +26,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from bilinear_lens.checkpoints.target import read_marker
 from bilinear_lens.image import figures
 from bilinear_lens.image.analysis import (
     ClassDecomposition,
@@ -31,20 +38,14 @@ from bilinear_lens.image.analysis import (
     truncation_curve,
 )
 from bilinear_lens.image.data import ImageSplit, load_data
+from bilinear_lens.image.defaults import DATASET_DEFAULTS
 from bilinear_lens.image.model import BilinearClassifier, ClassifierConfig, eigenvector_pixels
 from bilinear_lens.image.report import write_index
 from bilinear_lens.image.train import TrainConfig, accuracy, train
-from bilinear_lens.runs import write_json
+from bilinear_lens.runs import RunError, RunFolder, check_float, check_int, open_run
 
-DATASET_DEFAULTS: Dict[str, Dict[str, Any]] = {
-    # 10k real digits (8k/2k): small data, so light regularisation and a short run (< 2 min on 2 cores).
-    "mnist": dict(d_hidden=256, epochs=10, batch_size=100, lr=3e-3, input_noise=0.2, latent_noise=0.0,
-                  weight_decay=0.1),
-    # The paper's Fashion-MNIST settings (notes §1.3): d 512, input noise 0.4, weight decay 0.5, batch 2048
-    # (P2); batch 2048 also gives more seed-consistent eigenvectors than 256 (docs/image.md).
-    "fashion-mnist": dict(d_hidden=512, epochs=20, batch_size=2048, lr=1e-3, input_noise=0.4, latent_noise=0.0,
-                          weight_decay=0.5),
-}
+OWNED = ("model", "checkpoint", "unregularised", "figures", "metrics.json", "index.html")
+"""The entries of a run folder that ``mnist`` writes (what ``overwrite`` replaces)."""
 TRUNCATION_KS = tuple(range(31))
 
 
@@ -68,16 +69,35 @@ class StudyConfig:
     n_train: Optional[int] = None  # use only the first n training images (quick runs, tests)
     n_test: Optional[int] = None
     unregularised: bool = False  # also train the same model without noise and weight decay
-    threads: Optional[int] = 1  # torch threads (1 is fastest on a shared, loaded machine)
+    threads: Optional[int] = 1  # torch threads (1 is fastest on a shared, loaded machine; 0/None: torch's)
     progress: bool = True
+    resume: bool = False  # continue (or return, when finished) the run already in ``out``
+    overwrite: bool = False  # replace another mnist run in ``out``
 
     def resolved(self) -> "StudyConfig":
+        """The dataset's defaults filled in, every setting checked (one-line errors naming the option)."""
         if self.dataset not in DATASET_DEFAULTS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {sorted(DATASET_DEFAULTS)}.")
+            raise RunError(f"--dataset must be one of {sorted(DATASET_DEFAULTS)}, got {self.dataset!r}.")
         filled = {k: v for k, v in DATASET_DEFAULTS[self.dataset].items() if getattr(self, k) is None}
-        if self.n_layers < 1:
-            raise ValueError(f"--layers must be >= 1, got {self.n_layers}.")
-        return replace(self, **filled)
+        cfg = replace(self, **filled)
+        for opt, name in (("--epochs", "epochs"), ("--d-hidden", "d_hidden"), ("--layers", "n_layers"),
+                          ("--batch-size", "batch_size"), ("--n-train", "n_train"), ("--n-test", "n_test")):
+            check_int(opt, getattr(cfg, name), minimum=1)
+        check_int("--threads", cfg.threads, minimum=0)
+        check_int("--seed", cfg.seed, minimum=0, allow_none=False)
+        check_float("--lr", cfg.lr, minimum=0, inclusive=(False, True))
+        for opt, name in (("--weight-decay", "weight_decay"), ("--input-noise", "input_noise"),
+                          ("--latent-noise", "latent_noise")):
+            check_float(opt, getattr(cfg, name), minimum=0)
+        return cfg
+
+    def identity(self) -> Dict[str, Any]:
+        """The settings that define the result (not ``out``, threads, progress, resume, overwrite)."""
+        skip = {"out", "threads", "progress", "resume", "overwrite"}
+        ident = {k: v for k, v in asdict(self).items() if k not in skip}
+        if self.data is not None and Path(str(self.data)).expanduser().exists():
+            ident["data"] = str(Path(str(self.data)).expanduser().resolve())
+        return ident
 
     def model_config(self, image_size: int = 28, n_classes: int = 10, regularised: bool = True) -> ClassifierConfig:
         return ClassifierConfig(d_hidden=self.d_hidden, n_layers=self.n_layers, n_classes=n_classes,
@@ -90,24 +110,26 @@ class StudyConfig:
                            weight_decay=self.weight_decay if regularised else 0.0, seed=self.seed)
 
 
-def fit_or_load(folder: Path, mcfg: ClassifierConfig, tcfg: TrainConfig, data: ImageSplit, source: Dict[str, Any],
-                progress: bool = True) -> Dict[str, Any]:
-    """Train a classifier into ``folder`` (``model/`` + ``checkpoint.pt`` while training), or reuse a
-    finished one written with identical settings. Returns ``{"model", "history", "train_seconds", "reused"}``."""
-    model_dir, ckpt = folder / "model", folder / "checkpoint.pt"
-    settings = {"model_config": asdict(mcfg), "train_config": asdict(tcfg), "data": source}
-    if model_dir.is_dir():
+def fit_in_run(run: RunFolder, prefix: str, mcfg: ClassifierConfig, tcfg: TrainConfig, data: ImageSplit,
+               source: Dict[str, Any], progress: bool = True) -> Dict[str, Any]:
+    """Train a classifier into ``run`` (``<prefix>model/``; ``<prefix>checkpoint/state`` while training),
+    or, when resuming, reload the finished ``model/`` or continue from the checkpoint.
+    Returns ``{"model", "history", "train_seconds"}``."""
+    model_dir, ckpt = run.file(prefix + "model"), run.file(prefix + "checkpoint/state")
+    if run.resuming and read_marker(model_dir) is not None:  # written atomically once training had finished
         meta = BilinearClassifier.read_metadata(model_dir)
-        if meta.get("settings") == settings:
-            return {"model": BilinearClassifier.load(model_dir), "history": meta.get("history", []),
-                    "train_seconds": meta.get("train_seconds"), "reused": True}
+        return {"model": BilinearClassifier.load(model_dir), "history": meta.get("history", []),
+                "train_seconds": meta.get("train_seconds")}
     torch.manual_seed(tcfg.seed)
     model = BilinearClassifier(mcfg)
-    result = train(model, data.train, tcfg, data.test, checkpoint=ckpt, progress=progress)
+    result = train(model, data.train, tcfg, data.test, checkpoint=ckpt, progress=progress,
+                   on_checkpoint=run.checkpointed)
+    settings = {"model_config": asdict(mcfg), "train_config": asdict(tcfg), "data": source}
     model.save(model_dir, extra={"settings": settings, "history": result.history,
-                                 "train_seconds": result.seconds})
-    ckpt.unlink(missing_ok=True)
-    return {"model": model, "history": result.history, "train_seconds": result.seconds, "reused": False}
+                                 "train_seconds": result.seconds}, overwrite=True)
+    run.checkpointed()
+    shutil.rmtree(run.file(prefix + "checkpoint"), ignore_errors=True)
+    return {"model": model, "history": result.history, "train_seconds": result.seconds}
 
 
 def _figures(model: BilinearClassifier, dec: ClassDecomposition, split: ImageSplit, curve: Dict[str, Any],
@@ -139,24 +161,41 @@ def _figures(model: BilinearClassifier, dec: ClassDecomposition, split: ImageSpl
 
 
 def _subset(split: ImageSplit, n_train: Optional[int], n_test: Optional[int]) -> ImageSplit:
+    for opt, n, part in (("--n-train", n_train, split.train), ("--n-test", n_test, split.test)):
+        if n is not None and n > len(part):
+            raise RunError(f"{opt} must be in [1, {len(part)}] (the size of this split of {split.source}), got {n}.")
     train_data = split.train.subset(n_train) if n_train else split.train
     test_data = split.test.subset(n_test) if n_test else split.test
     return replace(split, train=train_data, test=test_data)
 
 
+def _finished_metrics(run: RunFolder) -> Dict[str, Any]:
+    return json.loads(run.file("metrics.json").read_text(encoding="utf-8"))
+
+
 def run_study(cfg: StudyConfig) -> Dict[str, Any]:
-    """Train, decompose, draw and report (module docstring). Returns the metrics written."""
+    """Train, decompose, draw and report into the run folder ``cfg.out`` (module docstring).
+    Returns the metrics written (or, for a finished run with ``resume``, the ones recorded)."""
     cfg = cfg.resolved()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t_start = time.perf_counter()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    split = _subset(load_data(cfg.data, cfg.dataset), cfg.n_train, cfg.n_test)
+    split = _subset(load_data(cfg.data, cfg.dataset), cfg.n_train, cfg.n_test)  # before any folder exists
+    with open_run(cfg.out, "mnist", cfg.identity(), resume=cfg.resume, overwrite=cfg.overwrite, owned=OWNED,
+                  inputs=[cfg.data]) as run:
+        if run.finished:
+            return _finished_metrics(run)
+        metrics = _study(run, cfg, split, t_start)
+        run.finish()
+    return metrics
+
+
+def _study(run: RunFolder, cfg: StudyConfig, split: ImageSplit, t_start: float) -> Dict[str, Any]:
+    out = run.path
     source = {"dataset": cfg.dataset, "source": split.source, "n_train": len(split.train), "n_test": len(split.test)}
     n_classes = len(split.class_names)
     mcfg, tcfg = cfg.model_config(split.image_size, n_classes), cfg.train_config()
-    fit = fit_or_load(out, mcfg, tcfg, split, source, cfg.progress)
+    fit = fit_in_run(run, "", mcfg, tcfg, split, source, cfg.progress)
     model: BilinearClassifier = fit["model"].eval()
     test_acc = accuracy(model, split.test)
 
@@ -177,14 +216,13 @@ def run_study(cfg: StudyConfig) -> Dict[str, Any]:
         "config": {"study": asdict(cfg), "model": asdict(mcfg), "train": asdict(tcfg)},
         "history": fit["history"],
         "seconds": {"train": fit["train_seconds"], "decomposition": dec.seconds, "truncation_curve": t_trunc},
-        "model_reused": fit["reused"],
         "eigenvalues_top": {name: [round(float(v), 5) for v in dec.eig.values[c, :10]]
                             for c, name in enumerate(split.class_names)},
         "hosvd_singular_values": [float(s) for s in dec.hosvd.singular_values],
     }
     if cfg.unregularised:
         ucfg, utcfg = cfg.model_config(split.image_size, n_classes, False), cfg.train_config(False)
-        ufit = fit_or_load(out / "unregularised", ucfg, utcfg, split, source, cfg.progress)
+        ufit = fit_in_run(run, "unregularised/", ucfg, utcfg, split, source, cfg.progress)
         umodel = ufit["model"].eval()
         udec = decompose_classifier(umodel)
         ucurve = truncation_curve(umodel, udec.eig, split.test, TRUNCATION_KS)
@@ -198,6 +236,6 @@ def run_study(cfg: StudyConfig) -> Dict[str, Any]:
     metrics["figures"] = _figures(model, dec, split, curve, test_acc, fit["history"], out / "figures")
     metrics["seconds"]["figures"] = time.perf_counter() - t0
     metrics["seconds"]["total"] = time.perf_counter() - t_start
-    write_json(out / "metrics.json", metrics)
+    run.write_json("metrics.json", metrics)
     write_index(out, metrics)
     return metrics

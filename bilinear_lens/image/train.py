@@ -3,18 +3,20 @@
 Loss: cross-entropy of ``model(x)`` (input / latent noise are applied by the model in train mode).
 Optimiser: ``AdamW(lr, weight_decay)`` on every trainable parameter, learning rate
 ``lr * (1 + cos(pi * step / total)) / 2`` after ``warmup`` linear steps. A checkpoint
-(model + optimiser + step + RNG) is written atomically after every epoch when ``checkpoint`` is
-given, and training resumes from it.
+(model tensors, AdamW state, epoch, history, the shuffling generator and torch's RNG) is written after
+every epoch when ``checkpoint`` is given, as ``<checkpoint>.safetensors`` + ``<checkpoint>.json``
+(:func:`bilinear_lens.runs.save_state`: no pickle, so a planted file cannot run code), and training
+resumes from it bit-identically. A NaN or inf loss stops training with a one-line
+:class:`~bilinear_lens.runs.RunError` naming the step; the last checkpoint (the previous epoch) is kept.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +24,8 @@ from tqdm.auto import tqdm
 
 from bilinear_lens.image.data import ImageData
 from bilinear_lens.image.model import BilinearClassifier
+from bilinear_lens.runs import (RunError, load_state, require_finite_loss, rng_state, save_state,
+                                set_rng_state)
 
 
 @dataclass
@@ -38,7 +42,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1 (got {self.epochs}, {self.batch_size}).")
-        if self.lr <= 0 or self.weight_decay < 0:
+        if not (math.isfinite(self.lr) and math.isfinite(self.weight_decay)) or self.lr <= 0 or self.weight_decay < 0:
             raise ValueError(f"lr must be > 0 and weight_decay >= 0 (got {self.lr}, {self.weight_decay}).")
 
 
@@ -65,23 +69,45 @@ def accuracy(model: BilinearClassifier, data: ImageData, batch_size: int = 4096)
     return float((model.predict(data.images, batch_size) == data.labels).float().mean())
 
 
-def _save_checkpoint(path: Path, model: BilinearClassifier, opt: torch.optim.Optimizer, epoch: int,
+def _save_checkpoint(prefix: Path, model: BilinearClassifier, opt: torch.optim.Optimizer, epoch: int,
                      history: List[Dict[str, float]], cfg: TrainConfig, gen: torch.Generator) -> None:
     state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "history": history,
              "train_config": asdict(cfg), "model_config": asdict(model.cfg), "generator": gen.get_state(),
-             "torch_rng": torch.get_rng_state()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+             "rng": rng_state()}
+    save_state(prefix, state)
+
+
+def _resume(prefix: Path, model: BilinearClassifier, opt: torch.optim.Optimizer, cfg: TrainConfig,
+            gen: torch.Generator) -> Optional[tuple]:
+    """``(epoch, history)`` restored from the checkpoint at ``prefix``, or None when there is none."""
+    state = load_state(prefix)
+    if state is None:
+        return None
+    where = f"{prefix}.safetensors/.json"
+    try:
+        if state["train_config"] != asdict(cfg) or state["model_config"] != asdict(model.cfg):
+            raise RunError(f"checkpoint {where} was written with other settings; restart with --overwrite or "
+                           "use another output folder.")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        set_rng_state(state["rng"])
+        return int(state["epoch"]), list(state["history"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as err:
+        if isinstance(err, RunError):
+            raise
+        raise RunError(f"checkpoint {where} is corrupt ({type(err).__name__}: {str(err).splitlines()[0][:100]}); "
+                       "restart with --overwrite.") from err
 
 
 def train(model: BilinearClassifier, train_data: ImageData, cfg: TrainConfig,
           test_data: Optional[ImageData] = None, checkpoint: Optional[Union[str, Path]] = None,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, on_checkpoint: Optional[Callable[[], None]] = None) -> TrainResult:
     """Train ``model`` in place for ``cfg.epochs`` epochs (resuming from ``checkpoint`` if present).
 
-    Returns the per-epoch history (``train_loss``, ``test_accuracy`` when ``test_data`` is given).
+    ``checkpoint``: a path prefix (``<prefix>.safetensors`` + ``<prefix>.json`` are written after every
+    epoch); ``on_checkpoint`` is called after each one is on disk. Returns the per-epoch history
+    (``train_loss``, ``test_accuracy`` when ``test_data`` is given).
     """
     if len(train_data) == 0:
         raise ValueError("the training set is empty.")
@@ -98,16 +124,9 @@ def train(model: BilinearClassifier, train_data: ImageData, cfg: TrainConfig,
     history: List[Dict[str, float]] = []
     start_epoch = 0
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
-    if ckpt_path is not None and ckpt_path.is_file():
-        state = torch.load(ckpt_path, weights_only=False)
-        if state["train_config"] != asdict(cfg) or state["model_config"] != asdict(model.cfg):
-            raise ValueError(f"checkpoint {ckpt_path} was written with other settings; delete it or use another "
-                             "output folder to start afresh.")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch, history = int(state["epoch"]), list(state["history"])
+    restored = _resume(ckpt_path, model, opt, cfg, gen) if ckpt_path is not None else None
+    if restored is not None:
+        start_epoch, history = restored
     t0 = time.perf_counter()
     bar = tqdm(total=total, initial=start_epoch * steps_per_epoch, desc="train", unit="step",
                disable=not progress, leave=False)
@@ -123,8 +142,13 @@ def train(model: BilinearClassifier, train_data: ImageData, cfg: TrainConfig,
             loss = F.cross_entropy(model(train_data.images[idx]), train_data.labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                bar.close()
+                require_finite_loss(value, step + 1, f"the checkpoint of epoch {epoch}" if ckpt_path is not None
+                                    and epoch > 0 else "nothing")
             opt.step()
-            loss_sum += float(loss.detach()) * len(idx)
+            loss_sum += value * len(idx)
             count += len(idx)
             bar.update(1)
         record = {"epoch": epoch + 1, "train_loss": loss_sum / count}
@@ -134,6 +158,8 @@ def train(model: BilinearClassifier, train_data: ImageData, cfg: TrainConfig,
         bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
         if ckpt_path is not None:
             _save_checkpoint(ckpt_path, model, opt, epoch + 1, history, cfg, gen)
+            if on_checkpoint is not None:
+                on_checkpoint()
     bar.close()
     model.eval()
     return TrainResult(history, time.perf_counter() - t0, start_epoch)
