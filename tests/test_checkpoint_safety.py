@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from bilinear_lens.cli import main
 from bilinear_lens.runs import RunFolder
@@ -134,7 +135,23 @@ def test_convert_refuses_a_model_with_a_nan_weight(inputs, tmp_path, capsys):
     argv[argv.index("--model") + 1] = str(model)
     assert main(argv) == 1
     lines = error_lines(capsys.readouterr().err)
-    assert len(lines) == 1 and "blocks.1.mlp.W_in" in lines[0] and "1 NaN" in lines[0], lines
+    assert len(lines) == 1 and "model.layers.1.mlp.up_proj.weight" in lines[0] and "1 NaN" in lines[0], lines
+    assert not (tmp_path / "out").exists()
+    # a model given in memory is checked by the converter itself
+    from bilinear_lens.convert.finetune import run_convert
+    from bilinear_lens.convert.cli import add_commands, config_from_args
+    from tests.test_convert_swap import tiny_swiglu
+    import argparse
+    from transformers import AutoTokenizer
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers(dest="command"))
+    model = tiny_swiglu()
+    with torch.no_grad():
+        model.blocks[1].mlp.W_in[3, 4] = float("inf")
+    with pytest.raises(ValueError, match=r"tensor blocks\.1\.mlp\.W_in holds 0 NaN and 1 inf"):
+        run_convert(config_from_args(parser.parse_args(argv)), model=model,
+                    tokenizer=AutoTokenizer.from_pretrained(inputs["swiglu"]))
     assert not (tmp_path / "out").exists()
 
 
