@@ -121,7 +121,7 @@ def test_output_folder_of_another_run_is_refused(tmp_path, tokenizer):
     with pytest.raises(ValueError, match="different conversion run.*lr"):  # --resume does not bypass it
         run_convert(config(tmp_path, "o", tokens=4 * 16, lr=1e-2, resume=True), model=tiny_swiglu(),
                     tokenizer=tokenizer)
-    with pytest.raises(ValueError, match="already holds this run"):
+    with pytest.raises(ValueError, match="already holds this conversion run"):
         run_convert(config(tmp_path, "o", tokens=4 * 16), model=tiny_swiglu(), tokenizer=tokenizer)
     m = run_convert(config(tmp_path, "o", tokens=4 * 16, lr=1e-2, overwrite=True), model=tiny_swiglu(),
                     tokenizer=tokenizer)

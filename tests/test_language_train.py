@@ -91,7 +91,7 @@ def test_resume_matches_uninterrupted(finished, data, tmp_path):
     out = tmp_path / "lm"
     stopped = train_lm(tiny(data, out, stop_after_steps=6))  # 6 is not a checkpoint_every multiple
     assert not stopped["finished"] and stopped["steps"] == 6
-    with pytest.raises(ValueError, match="already holds this run"):
+    with pytest.raises(ValueError, match="already holds this train-lm run"):
         train_lm(tiny(data, out))
     resumed = train_lm(tiny(data, out, resume=True))
     assert resumed["finished"] and resumed["steps"] == 12

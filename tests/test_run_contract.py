@@ -91,7 +91,7 @@ def test_other_settings_lock_and_flag_conflict_refused(cmd, inputs, finished, ca
     before = snapshot(out)
     refused(with_out(cmd, inputs, out) + cmd.other, capsys, "holds a different")
     refused(with_out(cmd, inputs, out) + cmd.other + ["--resume"], capsys, "holds a different")
-    refused(with_out(cmd, inputs, out), capsys, "already holds this run", "--resume")
+    refused(with_out(cmd, inputs, out), capsys, f"already holds this {cmd.kind} run", "--resume")
     refused(with_out(cmd, inputs, out) + ["--resume", "--overwrite"], capsys, "contradict")
     holder = subprocess.Popen(  # another process holding the run folder's lock
         [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); "

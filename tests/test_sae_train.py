@@ -50,7 +50,7 @@ def test_killed_run_resumes_bit_identically(tiny_bilinear, tmp_path):
     with pytest.raises(InjectedFailure):
         train_sae(tiny_bilinear, tokens, out, cfg, fail_at_step=10)  # after the step-8 checkpoint
     assert (out / "checkpoint" / "state.json").is_file() and not (out / "cfg.json").exists()
-    with pytest.raises(ValueError, match="already holds this run"):
+    with pytest.raises(ValueError, match="already holds this train-sae run"):
         train_sae(tiny_bilinear, tokens, out, cfg)
     resumed = train_sae(tiny_bilinear, tokens, out, cfg, resume=True)
     assert resumed["training"]["resumed_from_step"] == 8

@@ -175,7 +175,7 @@ class RunFolder:
         return atomic_dir(self.file(name))
 
     def save_state(self, name: str, obj: Any) -> None:
-        """A object-free checkpoint ``name.safetensors`` + ``name.json``; counts as a checkpoint."""
+        """An object-free checkpoint ``name.safetensors`` + ``name.json``; counts as a checkpoint."""
         save_state(self.file(name), obj)
         self.checkpointed()
 
@@ -343,7 +343,7 @@ def _open_locked(run: RunFolder, resume: bool, overwrite: bool, inputs: Iterable
         raise RunError(f"{flag} {out} holds a different {run.kind} run ({'; '.join(diff[:4])}); use "
                        "another folder, or --overwrite to replace that run.")
     if not resume:
-        raise RunError(f"{flag} {out} already holds this run (a {run.kind} run); pass --resume to continue it "
+        raise RunError(f"{flag} {out} already holds this {run.kind} run; pass --resume to continue it "
                        "(a finished run is verified and returned), or --overwrite to start again.")
     run.resuming = True
     run._kept = True
