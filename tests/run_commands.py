@@ -28,6 +28,7 @@ class Command:
     kind: str
     argv: Callable[[Dict[str, Path], Path], List[str]]
     other: List[str]  # arguments that change the run's identity
+    data: str = "text"  # the key of ``build_inputs`` naming a data file the command reads
 
     def __str__(self) -> str:
         return self.name
@@ -51,7 +52,7 @@ def build_inputs(root: Path) -> Dict[str, Path]:
     torch.manual_seed(0)
     save_pretrained(HookedTransformer(tiny_cfg(d_vocab=len(tok))).eval(), root / "bilinear", tokenizer=tok)
     inputs = {"text": text, "val": val, "bilinear": root / "bilinear",
-              "swiglu": shared_path("models", "stories260k")}
+              "swiglu": shared_path("models", "stories260k"), "mnist": shared_path("data", "mnist", "mnist10k.npz")}
     for side in ("in", "out"):
         sae = root / f"sae_{side}"
         assert main(COMMANDS_BY_NAME["train-sae"].argv(inputs, sae)[:-2] + ["--hook", side, "--out", str(sae)]) == 0
@@ -77,6 +78,11 @@ def _train_sae(i: Dict[str, Path], out: Path) -> List[str]:
             "--expansion", "2", "--threads", "1", "--no-progress", "--hook", "out", "--out", str(out)]
 
 
+def _mnist(i: Dict[str, Path], out: Path) -> List[str]:
+    return ["mnist", "--data", str(i["mnist"]), "--n-train", "200", "--n-test", "100", "--d-hidden", "16",
+            "--epochs", "1", "--batch-size", "50", "--no-progress", "--out", str(out)]
+
+
 def _compare(i: Dict[str, Path], out: Path) -> List[str]:
     return ["compare", "--model", str(i["bilinear"]), "--layer", "1", "--sae-in", str(i["sae_in"]),
             "--sae-out", str(i["sae_out"]), "--data", str(i["text"]), "--rows", "24", "--context", "32",
@@ -88,8 +94,8 @@ COMMANDS: List[Command] = [
     Command("convert", "conversion", _convert, ["--seed", "5"]),
     Command("train-sae", "train-sae", _train_sae, ["--seed", "5"]),
     Command("compare", "compare", _compare, ["--ks", "1,4"]),
+    Command("mnist", "mnist", _mnist, ["--seed", "5"], data="mnist"),
     # ---- add further commands here, one row each, e.g. ----
-    # Command("mnist", "mnist", _mnist, ["--seed", "5"]),
     # Command("atlas", "atlas", _atlas, [...]), Command("import-model", "import-model", _import_model, [...]),
 ]
 COMMANDS_BY_NAME = {c.name: c for c in COMMANDS}

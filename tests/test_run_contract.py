@@ -1,5 +1,6 @@
 """The run-folder contract (bilinear_lens.runs.open_run), checked through every command that writes
-(the rows of tests/run_commands.py: train-lm, convert, train-sae, compare; add a row there for more).
+(the rows of tests/run_commands.py: train-lm, convert, train-sae, compare, mnist; add a row there for
+more).
 
 For each command: a foreign folder, a file, ``.`` and ``..`` as --out are refused; so are a run of
 other settings, a second process on the same folder (the lock), and --resume with --overwrite. Each
@@ -43,8 +44,12 @@ def finished(inputs, tmp_path_factory):
     return get
 
 
-def refused(argv, capsys, *needles):
-    assert main(argv) == 1
+def refused(argv, capsys, *needles, codes=(1,)):
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # argparse's own refusal (a mutually exclusive group): exit code 2
+        rc = e.code
+    assert rc in codes
     lines = error_lines(capsys.readouterr().err)
     assert len(lines) == 1, lines
     for n in needles:
@@ -92,7 +97,9 @@ def test_other_settings_lock_and_flag_conflict_refused(cmd, inputs, finished, ca
     refused(with_out(cmd, inputs, out) + cmd.other, capsys, "holds a different")
     refused(with_out(cmd, inputs, out) + cmd.other + ["--resume"], capsys, "holds a different")
     refused(with_out(cmd, inputs, out), capsys, f"already holds this {cmd.kind} run", "--resume")
-    refused(with_out(cmd, inputs, out) + ["--resume", "--overwrite"], capsys, "contradict")
+    # one line, exit 1 ("contradict"), or argparse's mutually exclusive group (mnist): exit 2
+    line = refused(with_out(cmd, inputs, out) + ["--resume", "--overwrite"], capsys, codes=(1, 2))
+    assert "contradict" in line or "not allowed with argument --resume" in line
     holder = subprocess.Popen(  # another process holding the run folder's lock
         [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); "
          "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(120)", str(out / ".bl-lock")],
@@ -163,8 +170,9 @@ def test_overwrite_refuses_inputs_inside_the_folder(cmd, inputs, finished, tmp_p
 
     out = tmp_path / "copy"
     shutil.copytree(finished(cmd), out)
-    shutil.copy(inputs["text"], out / "stories.txt")  # the data lives inside the run it would replace
-    argv = [str(out / "stories.txt") if a == str(inputs["text"]) else a for a in with_out(cmd, inputs, out)]
+    data = inputs[cmd.data]
+    shutil.copy(data, out / data.name)  # the data lives inside the run it would replace
+    argv = [str(out / data.name) if a == str(data) else a for a in with_out(cmd, inputs, out)]
     before = snapshot(out)
-    refused(argv + cmd.other + ["--overwrite"], capsys, "would delete", "stories.txt")
+    refused(argv + cmd.other + ["--overwrite"], capsys, "would delete", data.name)
     assert snapshot(out) == before
