@@ -57,7 +57,7 @@ def main(argv=None) -> int:
             train_sae(model, train, folder, SAETrainConfig(
                 layer=L, hook="out", k=s["k"], expansion=s["expansion"], training_tokens=n, context_size=ctx,
                 batch_size_tokens=s["sae_batch"], lr=s["sae_lr"], eval_batches=max(1, s["eval_rows"] // 16)),
-                eval_tokens=evals_rows, model_name=metrics["model"])
+                eval_tokens=evals_rows, model_name=metrics["model"], resume=True)
         ev = json.loads((folder / "evals.json").read_text())
         sae_out = SAE.load_from_disk(str(folder))
         acts = collect_activations(model, L, tokens, sae_in, sae_out, bos=tok.bos_token_id)

@@ -11,7 +11,8 @@ language-model runs resume from their last checkpoint):
 3. SAELens TopK SAEs on the bilinear model's MLP input (``blocks.L.mlp.hook_in``) and output
    (``blocks.L.hook_mlp_out``), evaluated with SAELens' ``run_evals`` on ``validation.txt``;
 4. the comparison (feature interaction matrices, low-rank approximation, eigenvector matching,
-   side-by-side contexts) on ``validation.txt``, written to ``OUT/index.html`` and ``OUT/metrics.json``.
+   side-by-side contexts) on ``validation.txt``, written to ``OUT/report/`` (a compare run folder:
+   ``index.html``, figures) and ``OUT/metrics.json`` (with the timings).
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
         summary = train_sae(model, sae_train, folder, SAETrainConfig(
             layer=L, hook=side, k=s["k"], expansion=s["expansion"], training_tokens=s["sae_tokens"],
             context_size=ctx, batch_size_tokens=s["sae_batch"], lr=s["sae_lr"], eval_batches=max(1, s["eval_rows"] // 16)),
-            eval_tokens=sae_eval, model_name=lm["bilinear"]["model_dir"])
+            eval_tokens=sae_eval, model_name=lm["bilinear"]["model_dir"], resume=True)
         timings[f"sae_{side}_s"] = time.time() - t
         log(f"SAE {side}: explained variance {summary['explained_variance']:.3f}, L0 {summary['l0']:.1f}, "
             f"CE loss recovered {summary['ce_loss_recovered']:.3f}")
@@ -138,8 +139,8 @@ def main(argv=None) -> int:
                                               "elapsed_s", "val_tokens")} for m in lm},
         **sae_info(out / "sae-in", out / "sae-out"),
     }
-    metrics = run_compare(model, sae_in, sae_out, tokens, out, CompareConfig(layer=L), tokenizer=tokenizer,
-                          info=info)
+    metrics = run_compare(model, sae_in, sae_out, tokens, out / "report", CompareConfig(layer=L),
+                          tokenizer=tokenizer, info=info, resume=True)
     timings["compare_s"] = time.time() - t
     timings["total_s"] = time.time() - t0
     metrics["timings"] = timings
@@ -147,7 +148,7 @@ def main(argv=None) -> int:
 
     write_json(out / "metrics.json", metrics)
     lr = metrics["lowrank_correlation"]
-    log(f"done in {timings['total_s'] / 60:.1f} min: {out / 'index.html'}")
+    log(f"done in {timings['total_s'] / 60:.1f} min: {out / 'report' / 'index.html'}")
     print(json.dumps({"val_loss": metrics["val_loss"], "lowrank_correlation": {
         k: lr[k] for k in ("k", "mean", "frac_above_0.75", "n_features")}}, indent=1))
     return 0

@@ -121,15 +121,15 @@ def test_output_folder_of_another_run_is_refused(tmp_path, tokenizer):
     with pytest.raises(ValueError, match="different conversion run.*lr"):  # --resume does not bypass it
         run_convert(config(tmp_path, "o", tokens=4 * 16, lr=1e-2, resume=True), model=tiny_swiglu(),
                     tokenizer=tokenizer)
-    with pytest.raises(ValueError, match="already holds this run"):
+    with pytest.raises(ValueError, match="already holds this conversion run"):
         run_convert(config(tmp_path, "o", tokens=4 * 16), model=tiny_swiglu(), tokenizer=tokenizer)
     m = run_convert(config(tmp_path, "o", tokens=4 * 16, lr=1e-2, overwrite=True), model=tiny_swiglu(),
                     tokenizer=tokenizer)
     assert m["config"]["lr"] == 1e-2
-    assert json.loads((tmp_path / "o" / "run.json").read_text())["lr"] == 1e-2
+    assert json.loads((tmp_path / "o" / "run.json").read_text())["identity"]["lr"] == 1e-2
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
-    with pytest.raises(ValueError, match="holds no conversion run"):
+    with pytest.raises(ValueError, match="not a bilinear-lens conversion run"):
         run_convert(config(tmp_path, "other"), model=tiny_swiglu(), tokenizer=tokenizer)
 
 

@@ -53,7 +53,7 @@ def test_writes_run_folder(finished):
     cfg = json.loads((out / "model" / "config.json").read_text())
     assert cfg["hidden_act"] == "linear" and cfg["hidden_size"] == 16 and cfg["vocab_size"] == 300
     assert not cfg["tie_word_embeddings"]
-    assert (out / "model" / "tokenizer.json").is_file() and (out / "checkpoint" / "state.pt").is_file()
+    assert (out / "model" / "tokenizer.json").is_file() and (out / "checkpoint" / "state.json").is_file()
 
 
 def test_model_loads_in_transformer_lens_and_transformers(finished, data):
@@ -91,7 +91,7 @@ def test_resume_matches_uninterrupted(finished, data, tmp_path):
     out = tmp_path / "lm"
     stopped = train_lm(tiny(data, out, stop_after_steps=6))  # 6 is not a checkpoint_every multiple
     assert not stopped["finished"] and stopped["steps"] == 6
-    with pytest.raises(ValueError, match="already holds this run"):
+    with pytest.raises(ValueError, match="already holds this train-lm run"):
         train_lm(tiny(data, out))
     resumed = train_lm(tiny(data, out, resume=True))
     assert resumed["finished"] and resumed["steps"] == 12
@@ -112,7 +112,7 @@ def test_refuses_foreign_output_folder(finished, data, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
-    with pytest.raises(ValueError, match="holds no train-lm run"):
+    with pytest.raises(ValueError, match="not a bilinear-lens train-lm run"):
         train_lm(tiny(data, other, overwrite=True))
     assert (other / "notes.txt").read_text() == "mine"
 
@@ -180,3 +180,20 @@ def test_epochs_and_held_out_validation(data, tmp_path):
     assert n_val >= 1 and result["val_blocks"] == n_val and result["train_blocks"] == n_blocks - n_val
     assert result["steps"] == round(0.5 * (n_blocks - n_val) / 4)
     assert [h["step"] for h in result["history"]] == [result["steps"]]  # only the final evaluation
+
+
+def test_finished_run_with_a_truncated_model_and_overwrite_of_its_own_tokenizer_refused(finished, data, tmp_path):
+    import shutil
+
+    out = tmp_path / "lm"
+    shutil.copytree(finished[0], out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match="would delete .*tokenizer, an input of this run") as e:
+        train_lm(tiny(data, out, tokenizer=str(out / "tokenizer"), overwrite=True))
+    assert "\n" not in str(e.value)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    weights = out / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"model\.safetensors changed since the run finished.*--overwrite") as e:
+        train_lm(tiny(data, out, resume=True))
+    assert "\n" not in str(e.value)

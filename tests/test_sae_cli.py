@@ -90,7 +90,49 @@ def test_compare_rejects_swapped_saes(setup, capsys):
 def test_train_sae_rejects_unknown_layer(setup, capsys):
     root, data = setup
     rc = main(["train-sae", "--model", str(root / "model"), "--layer", "5", "--hook", "in", "--data", str(data),
-               "--out", str(root / "nope"), "--tokens", "512", "--context", "32", "--eval-rows", "2"])
+               "--out", str(root / "nope"), "--tokens", "512", "--batch-tokens", "256", "--context", "32",
+               "--eval-rows", "2"])
     assert rc == 1
-    assert "no hook 'blocks.5.mlp.hook_in'" in capsys.readouterr().err
+    assert "--layer must be in [0, 1], got 5" in capsys.readouterr().err
     assert not (root / "nope").exists()
+
+
+def test_compare_refuses_saes_of_another_model(setup, tmp_path, capsys):
+    """An SAE is checked against the model it was trained on (recorded by train-sae), not its width."""
+    import shutil
+
+    from transformer_lens import HookedTransformer
+
+    from bilinear_lens import save_pretrained
+    from bilinear_lens.language.tokenizer import load_tokenizer
+    from conftest import tiny_cfg
+
+    root, data = setup
+    tok = load_tokenizer(root / "model")
+    other = HookedTransformer(tiny_cfg(d_vocab=len(tok))).eval()  # the same shape ...
+    with torch.no_grad():
+        other.blocks[0].mlp.W_in.add_(0.01)  # ... other weights
+    save_pretrained(other, tmp_path / "other", tokenizer=tok)
+    args = ["compare", "--layer", "1", "--sae-in", str(root / "sae_in"), "--sae-out", str(root / "sae_out"),
+            "--data", str(data), "--rows", "4", "--context", "32"]
+    assert main([*args, "--model", str(tmp_path / "other"), "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "--sae-in" in errors[0] and "was trained on another model" in errors[0]
+    assert not (tmp_path / "r").exists()
+    plain = tmp_path / "plain"  # an SAELens folder without train-sae's record
+    shutil.copytree(root / "sae_in", plain)
+    (plain / "run.json").unlink()
+    args[4] = str(plain)
+    assert main([*args, "--model", str(root / "model"), "--out", str(tmp_path / "r2")]) == 1
+    assert "holds no record of the model it was trained on" in capsys.readouterr().err
+
+
+def test_model_that_is_a_file_is_named(setup, tmp_path, capsys):
+    root, data = setup
+    f = root / "model" / "config.json"
+    for cmd in (["train-sae", "--hook", "in", "--out", str(tmp_path / "a")],
+                ["compare", "--sae-in", "x", "--sae-out", "y", "--out", str(tmp_path / "b")]):
+        assert main([*cmd, "--model", str(f), "--layer", "0", "--data", str(data)]) == 1
+        assert "is a file, not a model folder" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

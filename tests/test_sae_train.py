@@ -37,43 +37,66 @@ def test_bad_settings_rejected_before_writing(tiny_bilinear, tmp_path, kw, messa
     assert not (tmp_path / "sae").exists()
 
 
-def test_interrupted_training_resumes_from_checkpoint(tiny_bilinear, tmp_path, monkeypatch):
-    from sae_lens import SAE, LanguageModelSAETrainingRunner
-    from sae_lens.training.sae_trainer import SAETrainer
+def test_killed_run_resumes_bit_identically(tiny_bilinear, tmp_path):
+    from safetensors.torch import load_file
+    from sae_lens import SAE
+
+    from bilinear_lens.sae.train import InjectedFailure
 
     tokens = torch.randint(0, 97, (32, 16))
-    cfg = small_cfg()
+    cfg = small_cfg()  # 16 steps, a checkpoint every 4
+    full = train_sae(tiny_bilinear, tokens, tmp_path / "full", cfg)
     out = tmp_path / "sae"
-    original = LanguageModelSAETrainingRunner.save_checkpoint
-    calls = {"n": 0}
-
-    def interrupt_after_first(self, checkpoint_path):
-        original(self, checkpoint_path)
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise KeyboardInterrupt  # as if the user pressed Ctrl-C right after a checkpoint
-
-    monkeypatch.setattr(LanguageModelSAETrainingRunner, "save_checkpoint", interrupt_after_first)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(InjectedFailure):
+        train_sae(tiny_bilinear, tokens, out, cfg, fail_at_step=10)  # after the step-8 checkpoint
+    assert (out / "checkpoint" / "state.json").is_file() and not (out / "cfg.json").exists()
+    with pytest.raises(ValueError, match="already holds this train-sae run"):
         train_sae(tiny_bilinear, tokens, out, cfg)
-    assert not out.exists()  # nothing half-written
-    ckpts = sorted(int(p.name) for p in (tmp_path / "sae.checkpoints").iterdir())
-    assert ckpts and 0 < ckpts[-1] < cfg.training_tokens
-
-    monkeypatch.setattr(LanguageModelSAETrainingRunner, "save_checkpoint", original)
-    steps = {"n": 0}
-    train_step = SAETrainer._train_step
-
-    def counted(self, *a, **k):
-        steps["n"] += 1
-        return train_step(self, *a, **k)
-
-    monkeypatch.setattr(SAETrainer, "_train_step", counted)
-    summary = train_sae(tiny_bilinear, tokens, out, cfg)
-    assert summary["training"]["resumed_from"].endswith(str(ckpts[-1]))
-    assert steps["n"] == (cfg.training_tokens - ckpts[-1]) // cfg.batch_size_tokens  # only the rest
-    assert SAE.load_from_disk(str(out)).cfg.metadata.hook_name == "blocks.1.hook_mlp_out"
+    resumed = train_sae(tiny_bilinear, tokens, out, cfg, resume=True)
+    assert resumed["training"]["resumed_from_step"] == 8
+    a, b = load_file(tmp_path / "full" / "sae_weights.safetensors"), load_file(out / "sae_weights.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(load_file(tmp_path / "full" / "sparsity.safetensors")["sparsity"],
+                       load_file(out / "sparsity.safetensors")["sparsity"])
+    assert resumed["l0"] == full["l0"] and resumed["explained_variance"] == full["explained_variance"]
+    sae = SAE.load_from_disk(str(out))
+    assert sae.cfg.metadata.hook_name == "blocks.1.hook_mlp_out" and sae.cfg.k == 4
     # the model's processing is recorded with the SAE (check_processing compares it on hook_in)
-    assert SAE.load_from_disk(str(out)).cfg.metadata.get("bilinear_lens_processing") == {"fold_ln": True}
+    assert sae.cfg.metadata.get("bilinear_lens_processing") == {"fold_ln": True}
     assert json.loads((out / "evals.json").read_text())["l0"] <= 4
-    assert not (tmp_path / "sae.checkpoints").exists()
+    assert not (out / "checkpoint").exists()
+    again = train_sae(tiny_bilinear, tokens, out, cfg, resume=True)  # finished: verified and returned
+    assert again["l0"] == resumed["l0"]
+    run = json.loads((out / "run.json").read_text())
+    assert run["kind"] == "train-sae" and run["identity"]["hook_name"] == "blocks.1.hook_mlp_out"
+    assert len(run["identity"]["model"]["sha256"]) == 64
+
+
+def test_step_data_is_a_function_of_the_step(tiny_bilinear):
+    from bilinear_lens.sae.train import step_activations
+
+    tokens = torch.randint(3, 97, (32, 16))
+    tokens[:, 0] = 1
+    cfg = small_cfg()
+    a = step_activations(tiny_bilinear, tokens, 5, cfg, bos=1)
+    assert a.shape == (256, 32) and torch.equal(a, step_activations(tiny_bilinear, tokens, 5, cfg, bos=1))
+    assert not torch.equal(a, step_activations(tiny_bilinear, tokens, 6, cfg, bos=1))
+    _, cache = tiny_bilinear.run_with_cache(tokens, names_filter=cfg.hook_name)
+    pool = cache[cfg.hook_name][:, 1:].reshape(-1, 32)  # every activation a step may draw
+    assert all(((pool - row).abs().amax(1) == 0).any() for row in a[:20])
+
+
+def test_non_finite_loss_stops_with_the_step(tiny_bilinear, tmp_path, monkeypatch):
+    from sae_lens import SAETrainer
+
+    original = SAETrainer.step
+
+    def nan_at_6(self, batch):
+        return original(self, batch * float("nan") if self.n_training_steps == 5 else batch)
+
+    monkeypatch.setattr(SAETrainer, "step", nan_at_6)
+    tokens = torch.randint(0, 97, (32, 16))
+    with pytest.raises(ValueError, match=r"loss is nan at step 6.*last checkpoint") as e:
+        train_sae(tiny_bilinear, tokens, tmp_path / "sae", small_cfg())
+    assert "\n" not in str(e.value)
+    assert (tmp_path / "sae" / "checkpoint" / "state.json").is_file()  # the step-4 checkpoint is kept

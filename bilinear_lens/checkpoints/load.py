@@ -95,13 +95,13 @@ def _check_safetensors(file: Path) -> None:
 
 def _check_torch_bin(file: Path) -> None:
     """A ``pytorch_model.bin`` is read with ``torch.load(weights_only=True)`` (tensors only, no code);
-    a truncated file or one needing arbitrary pickled objects is refused with one line."""
+    a truncated file or one needing arbitrary Python objects is refused with one line."""
     try:
         torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # truncated zip, bad magic, a global weights_only refuses to unpickle
+    except Exception as err:  # truncated zip, bad magic, weights_only refuses a Python object
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
         raise CheckpointError(f"{file} cannot be read as plain tensors ({type(err).__name__}: {first}); it is "
-                              "truncated, corrupt or needs pickled code, which is never run: re-save the model "
+                              "truncated, corrupt or needs Python objects, which are never loaded: re-save the model "
                               "as safetensors.") from err
 
 
@@ -192,7 +192,7 @@ def load_hf_model(path: Union[str, Path], dtype: torch.dtype = torch.float32, **
     from bilinear_lens.runs.checks import require_finite
 
     check_weights(path)
-    kwargs["weights_only"] = True  # never unpickle code from a folder
+    kwargs["weights_only"] = True  # never load Python objects from a folder
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **kwargs)
     require_finite(model.state_dict(), str(path), "the checkpoint is broken: re-save a finite model")
     return model

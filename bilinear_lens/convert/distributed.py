@@ -1,11 +1,9 @@
-"""Processes for the converter: the ``Accelerator``, main-process decisions shared with all, and
-checkpoints written atomically by every process together."""
+"""Processes for the converter: the ``Accelerator``, and main-process decisions (the run folder)
+shared with all processes."""
 
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -56,23 +54,3 @@ def on_main(acc: Any, fn: Any) -> Any:
     if error is not None:
         raise ValueError(error)
     return result
-
-
-def save_checkpoint(acc: Any, out: Path, write: Any) -> None:
-    """``write(scratch_folder)`` (collective), then two renames (old state kept until the new one is
-    complete; resuming falls back to ``.checkpoint-old`` if it was interrupted between)."""
-    tmp, final, old = out / ".checkpoint-tmp", out / "checkpoint", out / ".checkpoint-old"
-    if acc.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
-    acc.wait_for_everyone()
-    write(tmp)
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        if final.exists():
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old.exists():
-            shutil.rmtree(old)
-    acc.wait_for_everyone()

@@ -25,7 +25,6 @@ import contextlib
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -35,89 +34,17 @@ from tqdm.auto import tqdm
 
 from bilinear_lens.convert.data import (PackedBlocks, check_vocab, encode_stories, load_texts,
                                         validation_batches)
-from bilinear_lens.convert.distributed import make_accelerator, on_main, save_checkpoint
+from bilinear_lens.convert.config import RUN_FILES, ConvertConfig, InjectedFailure, StepCounter
+from bilinear_lens.convert.checkpoint import check_finite_model, load_checkpoint, save_checkpoint
+from bilinear_lens.convert.distributed import make_accelerator, on_main
 from bilinear_lens.convert.fast_attention import restore_attention, use_sdpa
 from bilinear_lens.convert.schedule import BetaSchedule, LRSchedule
-from bilinear_lens.convert.sharding import (check_launcher_fsdp, cpu_copy, export_copy,
-                                            is_sharded_checkpoint, load_sharded, memory_report,
-                                            save_sharded, shard_model)
-from bilinear_lens.runs import prepare_run_dir, write_json
+from bilinear_lens.convert.sharding import (check_launcher_fsdp, cpu_copy, export_copy, memory_report,
+                                            shard_model)
+from bilinear_lens.runs import RunError, RunFolder, check_int, check_out_path, open_run, require_finite_loss
 from bilinear_lens.convert.swap import (check_convertible, convert_to_bilinear,
                                         enable_gradient_checkpointing, finalize_bilinear,
                                         freeze_biases, set_beta, swap_to_annealed)
-
-# Fields that do not change what a run computes (a resumed run may differ in them).
-_NOT_IDENTITY = ("out", "resume", "overwrite", "fail_at_step", "checkpoint_every", "eval_every",
-                 "progress", "threads", "fsdp")
-_RUN_FILES = ("run.json", "metrics.json", "checkpoint", ".checkpoint-tmp", ".checkpoint-old", "model")
-
-
-@dataclass
-class ConvertConfig:
-    """Everything that defines a conversion run (``run.json`` in the output folder)."""
-
-    model: str  # local Llama folder (SwiGLU)
-    data: str  # text file (stories separated by <|endoftext|> lines) or HF dataset name
-    out: str
-    tokens: int = 2_000_000  # training tokens (rounded up to whole optimiser steps)
-    mode: str = "bilinear"  # "bilinear" | "baseline"
-    distill: float = 0.0  # weight w of KL(teacher || student); 0 = plain LM loss
-    tokenizer: Optional[str] = None  # default: the model folder
-    val_data: Optional[str] = None  # default: validation.txt next to a local data file
-    val_stories: int = 200
-    val_max_len: int = 512
-    seq_len: int = 256
-    batch_size: int = 16  # sequences per micro-batch per process
-    grad_accum: int = 1
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup: int = 20
-    lr_decay: str = "cosine"
-    min_lr_ratio: float = 0.1
-    anneal_frac: float = 0.3
-    beta_schedule: str = "linear"
-    grad_clip: float = 1.0
-    bf16: bool = False
-    grad_checkpointing: bool = False
-    fsdp: bool = False  # shard weights, gradients and optimiser state over processes (FSDP2)
-    seed: int = 0
-    first_n_layers: Optional[int] = None
-    text_field: str = "text"
-    train_limit: Optional[int] = None  # use only the first N training texts
-    eval_every: int = 0  # steps between validations (0: about 4 per run)
-    checkpoint_every: int = 50
-    resume: bool = False
-    overwrite: bool = False
-    progress: bool = True
-    threads: Optional[int] = None  # torch CPU threads (1 is fastest on a busy shared CPU)
-    fail_at_step: Optional[int] = None  # testing: raise in the middle of this step
-
-    def identity(self) -> Dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k not in _NOT_IDENTITY}
-
-
-class _Counter:
-    """Step and history, saved with the accelerator state."""
-
-    def __init__(self) -> None:
-        self.step, self.history, self.extra = 0, [], {}
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {"step": self.step, "history": self.history, "extra": self.extra}
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        self.step, self.history, self.extra = state["step"], state["history"], state["extra"]
-
-
-class InjectedFailure(RuntimeError):
-    """Raised by ``fail_at_step`` (tests of resuming)."""
-
-
-def prepare_out_dir(cfg: ConvertConfig) -> bool:
-    """Check the output folder (:func:`bilinear_lens.runs.prepare_run_dir`); True to resume."""
-    return prepare_run_dir(cfg.out, cfg.identity(), resume=cfg.resume, overwrite=cfg.overwrite,
-                           owned=_RUN_FILES, kind="conversion")
-
 
 @torch.no_grad()
 def validation_loss(model: Any, batches: List[tuple], device: Any = "cpu") -> float:
@@ -181,35 +108,52 @@ def _load(cfg: ConvertConfig) -> tuple:
     from bilinear_lens.loading import load_pretrained
 
     folder = resolve_model_folder(cfg.model)
+    if cfg.first_n_layers:
+        _check_first_n_layers(folder, cfg.first_n_layers)
     kw = {"first_n_layers": cfg.first_n_layers} if cfg.first_n_layers else {}
     model = load_pretrained(folder, processing=False, **kw)
-    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or folder)
+    where = cfg.tokenizer or folder
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where)
+    except Exception as e:  # missing, truncated or hand-edited tokenizer files
+        first = (str(e).splitlines() or [""])[0][:160]
+        raise RunError(f"the tokenizer in {where} cannot be loaded ({type(e).__name__}: {first}); copy its "
+                       "tokenizer files again, or pass --tokenizer DIR.") from e
     return model, tokenizer
 
 
+def _check_first_n_layers(folder: str, n: int) -> None:
+    import json
+
+    try:
+        layers = json.loads((Path(folder) / "config.json").read_text())["num_hidden_layers"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # the loader names what is wrong with config.json
+    if isinstance(layers, int):
+        check_int("--first-n-layers", n, 1, layers)
+
+
 def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) -> Dict[str, Any]:
-    """Run (or resume) one conversion; returns the metrics also written to ``out/metrics.json``."""
-    if cfg.mode not in ("bilinear", "baseline"):
-        raise ValueError(f"mode={cfg.mode!r}; use 'bilinear' or 'baseline'")
-    if not 0.0 <= cfg.distill < 1.0:
-        raise ValueError(f"distill={cfg.distill} must be in [0, 1) (weight of the KL term)")
-    if cfg.tokens <= 0:
-        raise ValueError(f"tokens={cfg.tokens} must be positive")
-    out = Path(cfg.out)
+    """Run (or resume) one conversion; returns the metrics also written to ``out/metrics.json``.
+
+    ``out`` follows the run-folder contract (:func:`bilinear_lens.runs.open_run`, kind
+    ``conversion``), opened and locked by the main process; every process stops together on a
+    refusal. Everything is checked (options, model, data) before the folder is touched."""
+    cfg.check()
     acc = make_accelerator("bf16" if cfg.bf16 else "no")
     check_launcher_fsdp(acc.distributed_type)
     if cfg.fsdp and acc.num_processes == 1:
         raise ValueError("--fsdp shards the model over several processes, but this is one process; "
                          "launch with `accelerate launch --num_processes N -m bilinear_lens.cli convert "
                          "... --fsdp`, or drop --fsdp")
-    resuming = on_main(acc, lambda: prepare_out_dir(cfg))
+    on_main(acc, lambda: check_out_path(cfg.out))
     if model is None:
         model, tokenizer = _load(cfg)
     check_convertible(model)
+    check_finite_model(model, cfg.model)
     check_vocab(tokenizer, model.cfg.d_vocab)
     if cfg.seq_len > model.cfg.n_ctx:
         raise ValueError(f"seq_len={cfg.seq_len} exceeds the model context n_ctx={model.cfg.n_ctx}")
-
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -221,7 +165,6 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
     if len(data) < per_step:
         raise ValueError(f"the dataset is too small: {len(data)} blocks of {cfg.seq_len} tokens, "
                          f"but one optimiser step needs {per_step} (batch_size x grad_accum x processes)")
-    total_steps = math.ceil(cfg.tokens / (per_step * cfg.seq_len))
     val_source = cfg.val_data
     if val_source is None and Path(cfg.data).is_file():
         cand = Path(cfg.data).with_name("validation.txt")
@@ -232,11 +175,42 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
                                limit=cfg.val_stories)
         val = validation_batches(encode_stories(tokenizer, val_texts),
                                  min(cfg.val_max_len, model.cfg.n_ctx), pad_id=tokenizer.bos_token_id)
+    inputs = [p for p in (cfg.model, cfg.data, cfg.tokenizer, val_source) if p and Path(p).exists()]
+    holder: Dict[str, RunFolder] = {}
 
-    out.mkdir(parents=True, exist_ok=True)
-    if acc.is_main_process and not resuming:
-        write_json(out / "run.json", cfg.identity())
+    def open_folder() -> Dict[str, Any]:
+        run = holder["run"] = open_run(cfg.out, "conversion", cfg.identity(), resume=cfg.resume,
+                                       overwrite=cfg.overwrite, owned=RUN_FILES, inputs=inputs)
+        import json
 
+        done = json.loads(run.file("metrics.json").read_text()) if run.finished else None
+        if done is not None and bool(done.get("sharded")) != cfg.fsdp:
+            run.close()
+            raise ValueError(f"{run.file('checkpoint')} was written {'with' if not cfg.fsdp else 'without'} "
+                             "--fsdp; resume with the same setting")
+        return {"resuming": run.resuming, "finished": done}
+
+    opened = on_main(acc, open_folder)
+    run = holder.get("run")
+    failed = True
+    try:
+        if opened["finished"] is not None:
+            failed = False
+            return opened["finished"]
+        metrics = _convert(cfg, acc, run, Path(cfg.out), model, tokenizer, data, val, val_source,
+                           per_step, opened["resuming"])
+        failed = False
+        return metrics
+    finally:
+        if run is not None:
+            run.close(failed=failed)
+
+
+def _convert(cfg: ConvertConfig, acc: Any, run: Optional[RunFolder], out: Path, model: Any, tokenizer: Any,
+             data: PackedBlocks, val: List[tuple], val_source: Optional[str], per_step: int,
+             resuming: bool) -> Dict[str, Any]:
+    """The training loop of :func:`run_convert` (``run`` is the main process's run folder)."""
+    total_steps = math.ceil(cfg.tokens / (per_step * cfg.seq_len))
     device = acc.device
     model.to(device)
     use_sdpa(model)  # training-only fast attention (copies keep it); restored before saving
@@ -245,12 +219,9 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
         if cfg.bf16:  # the frozen teacher only runs under bf16 autocast: keep it in bf16 (half the bytes)
             teacher.to(torch.bfloat16)
-    counter = _Counter()
-    ckpt = out / "checkpoint"
-    if resuming and not ckpt.exists() and (out / ".checkpoint-old").exists():
-        ckpt = out / ".checkpoint-old"
-    resuming = resuming and ckpt.exists()  # killed before the first checkpoint: start again
-    if not resuming:  # metrics of the untouched model and of the plain swap
+    counter = StepCounter()
+    has_ckpt = resuming and on_main(acc, lambda: run.file("checkpoint/state.json").is_file())
+    if not has_ckpt:  # metrics of the untouched model and of the plain swap
         counter.extra["val_loss_original"] = validation_loss(model, val, device) if val else None
         swapped = convert_to_bilinear(copy.deepcopy(model))
         counter.extra["val_loss_swapped"] = validation_loss(swapped, val, device) if val else None
@@ -259,7 +230,7 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
     if cfg.mode == "bilinear":
         swap_to_annealed(model, beta=1.0)
         freeze_biases(model)
-    if not resuming:
+    if not has_ckpt:
         counter.extra["val_loss_start"] = (counter.extra["val_loss_swapped"] if cfg.mode == "bilinear"
                                            else counter.extra["val_loss_original"])
     template = None  # --fsdp: an unsharded CPU copy on the main process, filled for the export
@@ -281,25 +252,11 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
     lr_at = LRSchedule(total_steps, cfg.warmup, cfg.lr_decay, cfg.min_lr_ratio)
     if cfg.fsdp:
         raw = model
-
-        def write(folder: Path) -> None:
-            save_sharded(folder, model, opt, counter, acc.is_main_process)
     else:
         model, opt = acc.prepare(model, opt)
-        acc.register_for_checkpointing(counter)
         raw = acc.unwrap_model(model)
-
-        def write(folder: Path) -> None:
-            acc.save_state(str(folder), safe_serialization=False)
-
-    if resuming:
-        if is_sharded_checkpoint(ckpt) != cfg.fsdp:
-            raise ValueError(f"{ckpt} was written {'with' if not cfg.fsdp else 'without'} --fsdp; "
-                             "resume with the same setting")
-        if cfg.fsdp:
-            load_sharded(ckpt, model, opt, counter)
-        else:
-            acc.load_state(str(ckpt))
+    if has_ckpt:
+        load_checkpoint(acc, out, raw, model, opt, counter, cfg.fsdp)
     eval_every = cfg.eval_every or max(1, total_steps // 4)
 
     bar = tqdm(total=total_steps, initial=counter.step, disable=not (cfg.progress and acc.is_main_process),
@@ -312,23 +269,11 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
         set_beta(raw, beta)
         for group in opt.param_groups:
             group["lr"] = cfg.lr * lr_at(step)
-        ce_sum = torch.zeros((), device=device)
-        for micro in range(cfg.grad_accum):
-            first = (step * cfg.grad_accum + micro) * cfg.batch_size * acc.num_processes
-            toks = data.sequences(first + acc.process_index * cfg.batch_size, cfg.batch_size).to(device)
-            sync = micro == cfg.grad_accum - 1
-            ctx = acc.no_sync(model) if not sync else contextlib.nullcontext()
-            with ctx, acc.autocast():
-                t_logits = None
-                if teacher is not None:
-                    with torch.no_grad():
-                        t_logits = teacher(toks)
-                loss, ce = lm_and_kl_loss(model(toks), toks, t_logits, cfg.distill)
-                if cfg.fail_at_step is not None and step == cfg.fail_at_step:
-                    raise InjectedFailure(f"injected failure in the middle of step {step}")
-                acc.backward(loss / cfg.grad_accum)
-            ce_sum += ce.detach().float() / cfg.grad_accum
-        ce_sum = float(acc.reduce(ce_sum, "mean")) if acc.num_processes > 1 else float(ce_sum)
+        sums = _accumulate(cfg, acc, model, teacher, data, step)
+        if acc.num_processes > 1:
+            sums = acc.reduce(sums, "mean")
+        ce_sum = float(sums[0])
+        require_finite_loss(float(sums[1]), step + 1, f"the last checkpoint in {out / 'checkpoint'}")
         if cfg.grad_clip > 0:
             acc.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
@@ -343,11 +288,44 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
                         **({"val": f"{rec['val_loss']:.3f}"} if "val_loss" in rec else {}))
         bar.update(1)
         if counter.step % cfg.checkpoint_every == 0 or counter.step == total_steps:
-            save_checkpoint(acc, out, write)
+            save_checkpoint(acc, run, raw, model, opt, counter, cfg.fsdp)
     bar.close()
     elapsed = time.time() - t0
 
     memory = memory_report(model, opt, teacher)  # before the export swaps modules
+    session = {"seconds_this_session": round(elapsed, 1), "steps_this_session": total_steps - start_step}
+    return _finish(cfg, acc, run, model, raw, template, tokenizer, data, val, val_source, counter,
+                   total_steps * per_step * cfg.seq_len, total_steps, memory, session)
+
+
+def _accumulate(cfg: ConvertConfig, acc: Any, model: Any, teacher: Any, data: PackedBlocks,
+                step: int) -> torch.Tensor:
+    """Forward and backward of the ``grad_accum`` micro-batches of ``step`` (this process's share);
+    ``[mean CE, mean loss]`` over them (not yet averaged over processes)."""
+    sums = torch.zeros(2, device=acc.device)
+    for micro in range(cfg.grad_accum):
+        first = (step * cfg.grad_accum + micro) * cfg.batch_size * acc.num_processes
+        toks = data.sequences(first + acc.process_index * cfg.batch_size, cfg.batch_size).to(acc.device)
+        sync = micro == cfg.grad_accum - 1
+        ctx = acc.no_sync(model) if not sync else contextlib.nullcontext()
+        with ctx, acc.autocast():
+            t_logits = None
+            if teacher is not None:
+                with torch.no_grad():
+                    t_logits = teacher(toks)
+            loss, ce = lm_and_kl_loss(model(toks), toks, t_logits, cfg.distill)
+            if cfg.fail_at_step is not None and step == cfg.fail_at_step:
+                raise InjectedFailure(f"injected failure in the middle of step {step}")
+            acc.backward(loss / cfg.grad_accum)
+        sums += torch.stack([ce.detach().float(), loss.detach().float()]) / cfg.grad_accum
+    return sums
+
+
+def _finish(cfg: ConvertConfig, acc: Any, run: Optional[RunFolder], model: Any, raw: Any, template: Any,
+            tokenizer: Any, data: PackedBlocks, val: List[tuple], val_source: Optional[str], counter: Any,
+            tokens: int, total_steps: int, memory: Dict[str, float], session: Dict[str, Any]) -> Dict[str, Any]:
+    """Final validation, the export (``model/``, ``metrics.json``) and the finished run (collective)."""
+    device = acc.device
     set_beta(raw, 0.0 if cfg.mode == "bilinear" else 1.0)
     # at beta = 0 the annealed block computes exactly BilinearMLP's output (tests/test_convert_swap.py)
     final = validation_loss(raw, val, device) if val else None
@@ -356,7 +334,7 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
         set_beta(export, 0.0)  # (the --fsdp template was copied at beta = 1)
         finalize_bilinear(export)
     metrics = {
-        "mode": cfg.mode, "tokens": total_steps * per_step * cfg.seq_len, "steps": total_steps,
+        "mode": cfg.mode, "tokens": tokens, "steps": total_steps,
         "val_loss_original": counter.extra.get("val_loss_original"),
         "val_loss_swapped": counter.extra.get("val_loss_swapped"),
         "val_loss_start": counter.extra.get("val_loss_start"),
@@ -364,14 +342,14 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
         "val_stories": cfg.val_stories if val else 0, "val_source": val_source,
         "train_tokens_available": data.n_tokens, "processes": acc.num_processes,
         "sharded": cfg.fsdp, "memory_bytes_per_process": memory,
-        "seconds_this_session": round(elapsed, 1), "steps_this_session": total_steps - start_step,
-        "history": counter.history, "config": cfg.identity(),
+        **session, "history": counter.history, "config": cfg.identity(),
     }
     if acc.is_main_process:
-        from bilinear_lens.checkpoints import save_pretrained
+        from bilinear_lens.language.checkpoint import save_model
 
         restore_attention(export)
-        save_pretrained(export, out / "model", tokenizer)
-        write_json(out / "metrics.json", metrics)
+        save_model(run, "model", export, tokenizer)
+        run.write_json("metrics.json", metrics)
+        run.finish()
     acc.wait_for_everyone()
     return metrics

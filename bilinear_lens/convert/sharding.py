@@ -4,21 +4,19 @@ Every transformer block, then the whole model, is wrapped with ``torch.distribut
 so each of ``N`` processes holds ``1/N`` of the weights, gradients and AdamW moments (for
 TinyLlama-1.1B: 17.6 GB of float32 training state become ``17.6 / N`` GB per GPU) and all-gathers one
 block at a time for its forward and backward. The same code runs over NCCL on GPUs and over gloo on
-CPU processes (where the tests exercise it). Checkpoints are ``torch.distributed.checkpoint`` folders
-(each process writes its shards; any later process count can read them); the export gathers the
-full state dict onto the main process.
+CPU processes (where the tests exercise it). Checkpoints gather the full model and optimiser state
+onto the main process and write it without Python object serialisation (:mod:`bilinear_lens.convert.checkpoint`, which
+says why ``torch.distributed.checkpoint`` folders are not used); the export gathers the full state
+dict onto the main process too.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
 from torch import nn
-
-_COUNTER_FILE = "counter.pt"
 
 
 def check_launcher_fsdp(distributed_type: Any) -> None:
@@ -71,32 +69,6 @@ def full_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
-def save_sharded(folder: Path, model: nn.Module, opt: torch.optim.Optimizer, counter: Any,
-                 is_main: bool) -> None:
-    """Write model and optimiser shards (``torch.distributed.checkpoint``) and, from the main process,
-    the step counter into ``folder`` (collective)."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict
-
-    msd, osd = get_state_dict(model, opt)
-    dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(folder))
-    if is_main:
-        torch.save(counter.state_dict(), folder / _COUNTER_FILE)
-
-
-def load_sharded(folder: Path, model: nn.Module, opt: torch.optim.Optimizer, counter: Any) -> None:
-    """Read what :func:`save_sharded` wrote back into the (already sharded) model, optimiser and
-    counter (collective)."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-
-    msd, osd = get_state_dict(model, opt)
-    state = {"model": msd, "optim": osd}
-    dcp.load(state, checkpoint_id=str(folder))
-    set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
-    counter.load_state_dict(torch.load(folder / _COUNTER_FILE, weights_only=False))
-
-
 def export_copy(template: Optional[nn.Module], model: nn.Module) -> Optional[nn.Module]:
     """Gather the sharded ``model`` into ``template`` (an unsharded CPU copy made before sharding,
     held by the main process; ``None`` elsewhere). Collective; returns the filled template."""
@@ -105,11 +77,6 @@ def export_copy(template: Optional[nn.Module], model: nn.Module) -> Optional[nn.
         return None
     template.load_state_dict(full)
     return template
-
-
-def is_sharded_checkpoint(folder: Path) -> bool:
-    """Whether ``folder`` was written by :func:`save_sharded` (rather than ``Accelerator.save_state``)."""
-    return (Path(folder) / _COUNTER_FILE).exists()
 
 
 def _local_bytes(t: torch.Tensor) -> int:

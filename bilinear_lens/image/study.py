@@ -12,7 +12,7 @@ or an earlier mnist run. Its identity is the resolved settings (:meth:`StudyConf
 finished run with the same settings is verified and its metrics returned when ``resume`` is set,
 another run's folder is refused unless ``overwrite``, anything else is refused. Every setting and
 the data are checked before the folder is created. Training checkpoints after every epoch into
-``out/checkpoint/state.safetensors`` + ``.json`` (no pickle); ``resume`` continues bit-identically.
+``out/checkpoint/state.safetensors`` + ``.json`` (no Python objects); ``resume`` continues bit-identically.
 """
 
 from __future__ import annotations

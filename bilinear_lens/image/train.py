@@ -5,7 +5,7 @@ Optimiser: ``AdamW(lr, weight_decay)`` on every trainable parameter, learning ra
 ``lr * (1 + cos(pi * step / total)) / 2`` after ``warmup`` linear steps. A checkpoint
 (model tensors, AdamW state, epoch, history, the shuffling generator and torch's RNG) is written after
 every epoch when ``checkpoint`` is given, as ``<checkpoint>.safetensors`` + ``<checkpoint>.json``
-(:func:`bilinear_lens.runs.save_state`: no pickle, so a planted file cannot run code), and training
+(:func:`bilinear_lens.runs.save_state`: no Python objects, so a planted file cannot run code), and training
 resumes from it bit-identically. A NaN or inf loss stops training with a one-line
 :class:`~bilinear_lens.runs.RunError` naming the step; the last checkpoint (the previous epoch) is kept.
 """

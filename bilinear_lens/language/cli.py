@@ -69,8 +69,6 @@ def config_from_args(args: argparse.Namespace) -> LMTrainConfig:
 def run(args: argparse.Namespace) -> int:
     from bilinear_lens.language.train import train_lm
 
-    if args.resume and args.overwrite:
-        raise ValueError("--resume and --overwrite contradict each other; pass one.")
     result = train_lm(config_from_args(args))
     summary = {k: result.get(k) for k in ("mlp", "val_loss", "train_tokens", "steps", "n_params",
                                           "n_params_non_embedding", "tokens_per_second", "model_dir")}

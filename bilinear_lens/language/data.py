@@ -10,8 +10,6 @@ BOS token, as TransformerLens' ``to_tokens`` (``prepend_bos=True``) will feed it
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import re
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
@@ -142,18 +140,30 @@ def _fingerprint(path: PathLike, tokenizer) -> str:
 
 def load_tokens(path: PathLike, tokenizer, cache_dir: Optional[PathLike] = None) -> Int[torch.Tensor, "n_tokens"]:
     """``tokenize_stories(read_stories(path), tokenizer)``, cached in ``cache_dir`` (keyed by the
-    file's path, size and mtime and the tokenizer) so that resumed runs skip tokenisation."""
+    file's path, size and mtime and the tokenizer) so that resumed runs skip tokenisation.
+
+    The cache is a safetensors file (``tokens``, int64), written atomically; no Python object is deserialised, and
+    a cache file that does not read back gives a one-line error naming it."""
     if cache_dir is None:
         return tokenize_stories(read_stories(path), tokenizer)
+    from safetensors.torch import load_file
+
+    from bilinear_lens.runs import RunError, save_tensors, write_json
+
     cache_dir = Path(cache_dir)
     key = _fingerprint(path, tokenizer)
-    file = cache_dir / f"{Path(str(path)).name.replace(':', '_')}.{key}.pt"
+    file = cache_dir / f"{Path(str(path)).name.replace(':', '_')}.{key}.safetensors"
     if file.is_file():
-        return torch.load(file)
+        try:
+            tokens = load_file(str(file))["tokens"]
+        except Exception as e:  # truncated, not safetensors, no "tokens"
+            raise RunError(f"token cache {file} cannot be read ({type(e).__name__}); it is corrupt: delete "
+                           "it (it is rebuilt from the text) and run again.") from e
+        if tokens.ndim != 1 or tokens.dtype != torch.long:
+            raise RunError(f"token cache {file} holds {tuple(tokens.shape)} {tokens.dtype}, not a token "
+                           "stream; delete it and run again.")
+        return tokens
     tokens = tokenize_stories(read_stories(path), tokenizer)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(f".tmp{os.getpid()}")
-    torch.save(tokens, tmp)
-    os.replace(tmp, file)
-    (cache_dir / "README.json").write_text(json.dumps({"what": "token streams cached by train-lm"}))
+    save_tensors(file, {"tokens": tokens})
+    write_json(cache_dir / "README.json", {"what": "token streams cached by train-lm (safetensors)"})
     return tokens

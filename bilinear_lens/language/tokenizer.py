@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Union
 
-from bilinear_lens.runs import atomic_dir
+from bilinear_lens.runs import RunError, atomic_dir
 
 EOT = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -117,7 +117,13 @@ def load_tokenizer(path: PathLike) -> "PreTrainedTokenizerFast":  # noqa: F821
             "Pass a folder written by train_tokenizer(out_dir=...) or by train-lm (OUT/tokenizer "
             "or OUT/model), or leave the tokenizer unset to train one."
         )
-    tok = AutoTokenizer.from_pretrained(str(path))
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path))
+    except Exception as e:  # a truncated or hand-edited tokenizer.json / tokenizer_config.json
+        first = (str(e).splitlines() or [""])[0][:160]
+        raise RunError(f"the tokenizer files in {path} cannot be read ({type(e).__name__}: {first}); they "
+                       "are corrupt: copy them again, or (a train-lm run folder) restart with --overwrite."
+                       ) from e
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from jaxtyping import Int
 from tqdm.auto import tqdm
 
-from bilinear_lens.checkpoints import save_pretrained
+from bilinear_lens.runs import (RunError, RunFolder, check_float, check_int, open_run, require_finite_loss,
+                                rng_state, set_rng_state)
 from bilinear_lens.language import checkpoint as ckpt
 from bilinear_lens.language.data import check_source, load_tokens, token_blocks
 from bilinear_lens.language.model import LMShape, build_model, count_params, trainable
@@ -87,17 +88,38 @@ class LMTrainConfig:
         return d
 
     def check(self) -> None:
+        """One-line :class:`RunError` naming the option (its ``train-lm`` flag) and its range."""
+        if self.resume and self.overwrite:
+            raise RunError("--resume and --overwrite contradict each other; pass one of them.")
+        from bilinear_lens.language.model import check_shape
+
         if self.max_tokens is not None and self.epochs is not None:
-            raise ValueError("give max_tokens (--tokens) or epochs (--epochs), not both.")
-        for name in ("lr", "batch_size", "eval_every", "checkpoint_every", "eval_tokens"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be positive.")
-        if self.max_tokens is not None and self.max_tokens <= 0:
-            raise ValueError(f"max_tokens={self.max_tokens} must be positive.")
-        if self.epochs is not None and self.epochs <= 0:
-            raise ValueError(f"epochs={self.epochs} must be positive.")
+            raise RunError("give max_tokens (--tokens) or epochs (--epochs), not both.")
+        for flag, value, lo in (("--d-model", self.d_model, 1), ("--layers", self.n_layers, 1),
+                                ("--heads", self.n_heads, 1), ("--d-mlp", self.d_mlp, 1),
+                                ("--ctx", self.n_ctx, 2), ("--vocab", self.vocab_size, 258),
+                                ("--batch", self.batch_size, 1), ("--tokens", self.max_tokens, 1),
+                                ("--seed", self.seed, 0), ("--eval-every", self.eval_every, 1),
+                                ("--checkpoint-every", self.checkpoint_every, 1),
+                                ("--threads", self.num_threads, 0), ("warmup_steps", self.warmup_steps, 0),
+                                ("eval_tokens", self.eval_tokens, 1),
+                                ("final_eval_tokens", self.final_eval_tokens, 1),
+                                ("stop_after_steps", self.stop_after_steps, 1)):
+            check_int(flag, value, minimum=lo)
+        check_float("--lr", self.lr, minimum=0, inclusive=(False, True))
+        check_float("--epochs", self.epochs, minimum=0, inclusive=(False, True))
+        check_float("min_lr_ratio", self.min_lr_ratio, 0, 1)
+        check_float("weight_decay", self.weight_decay, minimum=0)
+        check_float("grad_clip", self.grad_clip, minimum=0, inclusive=(False, True))
+        check_float("val_fraction", self.val_fraction, 0, 1, inclusive=False)
         if self.mlp not in ("bilinear", "swiglu"):
-            raise ValueError(f"mlp={self.mlp!r}: choose 'bilinear' or 'swiglu'.")
+            raise RunError(f"mlp={self.mlp!r}: choose 'bilinear' or 'swiglu'.")
+        try:
+            check_shape(LMShape(mlp=self.mlp, d_model=self.d_model, n_layers=self.n_layers,
+                                n_heads=self.n_heads, d_mlp=self.d_mlp, n_ctx=self.n_ctx))
+        except ValueError as e:
+            raise RunError(f"--d-model / --heads: {str(e).rstrip('.')}; choose --heads dividing --d-model "
+                           "with an even quotient.") from e
 
 
 def batch_indices(step: int, batch_size: int, n_blocks: int, seed: int) -> Int[torch.Tensor, "batch"]:
@@ -201,12 +223,17 @@ def _train(cfg: LMTrainConfig) -> Dict[str, Any]:
     if cfg.tokenizer is not None:
         load_tokenizer(cfg.tokenizer)  # a clear error before anything is written
     identity = cfg.identity()
-    resuming = ckpt.prepare_out_dir(out, identity, cfg.resume, cfg.overwrite)
-    if resuming and (out / "metrics.json").is_file() and (out / "model" / "config.json").is_file():
-        metrics = json.loads((out / "metrics.json").read_text())
-        if metrics.get("finished"):
-            return metrics
-    tok = _tokenizer(cfg, out, resuming)
+    inputs = [p for p in (cfg.train_data, cfg.val_data, cfg.tokenizer) if p is not None and Path(p).exists()]
+    with open_run(out, "train-lm", identity, resume=cfg.resume, overwrite=cfg.overwrite, owned=ckpt.OWNED,
+                  inputs=inputs) as run:
+        if run.finished:
+            return json.loads(run.file("metrics.json").read_text())  # verified by open_run
+        return _train_in(cfg, run, identity)
+
+
+def _train_in(cfg: LMTrainConfig, run: RunFolder, identity: Dict[str, Any]) -> Dict[str, Any]:
+    out = run.path
+    tok = _tokenizer(cfg, out, run.resuming)
     train, val = _data(cfg, tok, out)
     if cfg.epochs is None:
         total_steps = math.ceil((cfg.max_tokens or DEFAULT_TOKENS) / (cfg.batch_size * cfg.n_ctx))
@@ -223,11 +250,11 @@ def _train(cfg: LMTrainConfig) -> Dict[str, Any]:
     eval_blocks = val[: max(1, cfg.eval_tokens // cfg.n_ctx)]
 
     state: Dict[str, Any] = {"step": 0, "history": [], "loss_sum": 0.0, "loss_n": 0, "elapsed": 0.0}
-    loaded = ckpt.load_checkpoint(out, model) if resuming else None
+    loaded = ckpt.load_checkpoint(run, model) if run.resuming else None
     if loaded is not None:
         opt.load_state_dict(loaded["optimizer"])
         sched.load_state_dict(loaded["scheduler"])
-        torch.set_rng_state(loaded["rng"])
+        set_rng_state(loaded["rng"])
         state = loaded["train"]
     else:
         torch.manual_seed(cfg.seed)
@@ -240,9 +267,9 @@ def _train(cfg: LMTrainConfig) -> Dict[str, Any]:
     }
 
     def snapshot() -> None:
-        ckpt.save_checkpoint(out, model, model.tokenizer, {
+        ckpt.save_checkpoint(run, model, model.tokenizer, {
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "rng": torch.get_rng_state(), "train": state,
+            "rng": rng_state(), "train": state,
         })
 
     def write_metrics(extra: Dict[str, Any]) -> Dict[str, Any]:
@@ -250,7 +277,7 @@ def _train(cfg: LMTrainConfig) -> Dict[str, Any]:
         metrics = {**info, "history": history, "steps": state["step"], "train_tokens": tokens,
                    "elapsed_s": state["elapsed"],
                    "tokens_per_second": tokens / state["elapsed"] if state["elapsed"] else None, **extra}
-        ckpt.write_json(out / "metrics.json", metrics)
+        run.write_json("metrics.json", metrics)
         return metrics
 
     bar = tqdm(total=total_steps, initial=state["step"], disable=not cfg.progress,
@@ -260,6 +287,7 @@ def _train(cfg: LMTrainConfig) -> Dict[str, Any]:
         step = state["step"]
         batch = train[batch_indices(step, cfg.batch_size, len(train), cfg.seed)]
         loss = lm_loss(model, batch)
+        require_finite_loss(loss.item(), step + 1, "the last checkpoint in " + str(out / "checkpoint"))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in trainable(model)], cfg.grad_clip)
@@ -291,6 +319,8 @@ def _train(cfg: LMTrainConfig) -> Dict[str, Any]:
     snapshot()
     final_blocks = val if cfg.final_eval_tokens is None else val[: max(1, cfg.final_eval_tokens // cfg.n_ctx)]
     val_loss = evaluate(model, final_blocks, cfg.batch_size)
-    save_pretrained(model, out / "model", tokenizer=model.tokenizer)
-    return write_metrics({"finished": True, "val_loss": val_loss,
-                          "val_tokens": int(final_blocks.numel()), "model_dir": str(out / "model")})
+    ckpt.save_model(run, "model", model, model.tokenizer)
+    metrics = write_metrics({"finished": True, "val_loss": val_loss,
+                             "val_tokens": int(final_blocks.numel()), "model_dir": str(out / "model")})
+    run.finish()
+    return metrics

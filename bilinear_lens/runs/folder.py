@@ -175,7 +175,7 @@ class RunFolder:
         return atomic_dir(self.file(name))
 
     def save_state(self, name: str, obj: Any) -> None:
-        """A pickle-free checkpoint ``name.safetensors`` + ``name.json``; counts as a checkpoint."""
+        """An object-free checkpoint ``name.safetensors`` + ``name.json``; counts as a checkpoint."""
         save_state(self.file(name), obj)
         self.checkpointed()
 

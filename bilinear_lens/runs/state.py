@@ -1,4 +1,4 @@
-"""Training state without pickle: nested dicts of tensors and plain values as safetensors + JSON.
+"""Training state as safetensors + JSON (no Python objects): nested dicts of tensors and plain values.
 
 A state (an optimiser's ``state_dict()``, RNG states, counters, histories) is split into
 
@@ -7,8 +7,8 @@ A state (an optimiser's ``state_dict()``, RNG states, counters, histories) is sp
 
 Tuples are recorded as ``{"__tuple__": [...]}`` and dict keys keep their type (int keys, as in an
 optimiser's ``state``, as ``{"__int_keys__": {...}}``), so :func:`load_state` returns a structure equal to the
-one saved: floats round-trip exactly through JSON (``repr``), tensors bit for bit. Nothing is
-unpickled, so a file planted in a run folder cannot run code; a file that does not parse gives a
+one saved: floats round-trip exactly through JSON (``repr``), tensors bit for bit. No Python
+object is deserialised, so a file planted in a run folder cannot run code; a file that does not parse gives a
 :class:`~bilinear_lens.runs.errors.RunError` naming it.
 
     save_state(folder / "state", obj)      writes state.safetensors, then state.json (atomically)
@@ -55,7 +55,7 @@ def flatten_state(obj: Any) -> Tuple[Any, Dict[str, torch.Tensor]]:
             return x
         if hasattr(x, "item") and getattr(x, "ndim", 1) == 0:  # numpy scalar
             return x.item()
-        raise TypeError(f"cannot save a {type(x).__name__} in a training state (no pickle)")
+        raise TypeError(f"cannot save a {type(x).__name__} in a training state (no Python objects)")
 
     return walk(obj), tensors
 

@@ -13,20 +13,25 @@ from typing import Any, Optional, Tuple
 
 import torch
 
+from bilinear_lens.runs import RunError, check_int, check_out_path
 
-def load_model(path: str) -> Tuple[Any, Any]:
+
+def load_model(path: str, flag: str = "--model") -> Tuple[Any, Any]:
     """A HookedTransformer from a model folder, and its tokenizer (``None`` if the folder has none)."""
     from bilinear_lens import load_pretrained
 
     p = Path(path)
+    if p.is_file():
+        raise RunError(f"{flag} {p} is a file, not a model folder; pass the folder that holds config.json "
+                       "and model.safetensors (e.g. OUT/model of train-lm).")
     if not p.is_dir():
         raise FileNotFoundError(f"model folder {p} does not exist (train one with bilinear-lens train-lm).")
     model = load_pretrained(str(p.resolve())).eval()
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is None and ((p / "tokenizer.json").exists() or (p / "tokenizer_config.json").exists()):
-        from transformers import AutoTokenizer
+        from bilinear_lens.language.tokenizer import load_tokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(str(p))
+        tokenizer = load_tokenizer(p)
     return model, tokenizer
 
 
@@ -55,45 +60,101 @@ def text_blocks(data: str, tokenizer: Any, context: int, max_rows: Optional[int]
     return blocks
 
 
-def _train_sae(args: argparse.Namespace) -> int:
-    from bilinear_lens.sae.train import SAETrainConfig, train_sae
+def _train_config(args: argparse.Namespace) -> Any:
+    from bilinear_lens.sae.train import SAETrainConfig
 
+    cfg = SAETrainConfig(layer=args.layer, hook=args.hook, architecture=args.architecture, k=args.k,
+                         expansion=args.expansion, training_tokens=args.tokens, context_size=args.context,
+                         batch_size_tokens=args.batch_tokens, lr=args.lr, seed=args.seed,
+                         n_checkpoints=args.checkpoints)
+    cfg.check()  # every option but --layer's upper end, before the model is loaded
+    check_int("--eval-rows", args.eval_rows, minimum=1)
+    check_int("--threads", args.threads, minimum=0)
+    return cfg
+
+
+def _train_sae(args: argparse.Namespace) -> int:
+    from bilinear_lens.sae.train import train_sae
+
+    if args.resume and args.overwrite:
+        raise RunError("--resume and --overwrite contradict each other; pass one of them.")
+    cfg = _train_config(args)
+    check_out_path(args.out)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model, tokenizer = load_model(args.model)
-    context = min(args.context, model.cfg.n_ctx)
-    rows = -(-args.tokens // context)
-    tokens = text_blocks(args.data, tokenizer, context, max_rows=rows + args.eval_rows)
+    cfg.check(model.cfg.n_layers)
+    cfg.context_size = min(args.context, model.cfg.n_ctx)
+    rows = -(-args.tokens // cfg.context_size)
+    tokens = text_blocks(args.data, tokenizer, cfg.context_size, max_rows=rows + args.eval_rows)
     eval_tokens = tokens[-args.eval_rows:] if len(tokens) > 2 * args.eval_rows else tokens
     train_tokens = tokens[:-args.eval_rows] if len(tokens) > 2 * args.eval_rows else tokens
-    cfg = SAETrainConfig(layer=args.layer, hook=args.hook, architecture=args.architecture, k=args.k,
-                         expansion=args.expansion, training_tokens=args.tokens, context_size=context,
-                         batch_size_tokens=args.batch_tokens, lr=args.lr)
-    summary = train_sae(model, train_tokens, args.out, cfg, eval_tokens=eval_tokens, model_name=str(args.model))
+    summary = train_sae(model, train_tokens, args.out, cfg, eval_tokens=eval_tokens, model_name=str(args.model),
+                        resume=args.resume, overwrite=args.overwrite, inputs=[args.model, args.data],
+                        progress=not args.no_progress)
     print(f"saved {args.out}: explained variance {summary['explained_variance']:.3f}, L0 "
           f"{summary['l0']:.1f}, CE loss recovered {summary['ce_loss_recovered']:.3f}")
     return 0
 
 
+def _compare_config(args: argparse.Namespace) -> Any:
+    from bilinear_lens.sae.pipeline import CompareConfig, check_compare_config
+
+    try:
+        ks = tuple(int(k) for k in args.ks.split(","))
+    except ValueError:
+        raise RunError(f"--ks must be comma-separated integers >= 1, such as 1,2,4,8; got {args.ks!r}.") from None
+    cfg = CompareConfig(layer=args.layer, ks=ks, feature=args.feature, token=args.token, n_show=args.show)
+    check_compare_config(cfg)
+    check_int("--rows", args.rows, minimum=1)
+    check_int("--context", args.context, minimum=2)
+    check_int("--threads", args.threads, minimum=0)
+    return cfg
+
+
 def _compare(args: argparse.Namespace) -> int:
     from sae_lens import SAE
 
-    from bilinear_lens.sae.pipeline import CompareConfig, run_compare, sae_info
+    from bilinear_lens.runs.folder import file_digest
+    from bilinear_lens.sae.identity import check_trained_on, model_identity
+    from bilinear_lens.sae.pipeline import run_compare, sae_info
 
+    if args.resume and args.overwrite:
+        raise RunError("--resume and --overwrite contradict each other; pass one of them.")
+    cfg = _compare_config(args)
+    check_out_path(args.out)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model, tokenizer = load_model(args.model)
-    saes = []
-    for flag, d in (("--sae-in", args.sae_in), ("--sae-out", args.sae_out)):
-        if not (Path(d) / "cfg.json").exists():
-            raise FileNotFoundError(f"{flag} {d} is not an SAELens SAE folder (no cfg.json).")
+    check_int("--layer", args.layer, 0, model.cfg.n_layers - 1)
+    ident = model_identity(model)
+    saes, digests = [], {}
+    for flag, d, side in (("--sae-in", args.sae_in, "in"), ("--sae-out", args.sae_out, "out")):
+        if not (Path(d) / "cfg.json").is_file() or not (Path(d) / "sae_weights.safetensors").is_file():
+            raise FileNotFoundError(f"{flag} {d} is not an SAELens SAE folder (no cfg.json and "
+                                    "sae_weights.safetensors).")
+        check_trained_on(d, ident, flag)
         saes.append(SAE.load_from_disk(d, device="cpu"))
+        digests[side] = file_digest(Path(d) / "sae_weights.safetensors")
     context = min(args.context, model.cfg.n_ctx)
     tokens = text_blocks(args.data, tokenizer, context, max_rows=args.rows)
-    ks = tuple(int(k) for k in args.ks.split(","))
-    cfg = CompareConfig(layer=args.layer, ks=ks, feature=args.feature, token=args.token, n_show=args.show)
     info = {"model": str(args.model), "data": str(args.data), **sae_info(args.sae_in, args.sae_out)}
-    metrics = run_compare(model, saes[0], saes[1], tokens, args.out, cfg, tokenizer=tokenizer, info=info)
+    identity = {"model": ident["sha256"], "sae_in": digests["in"], "sae_out": digests["out"]}
+    metrics = run_compare(model, saes[0], saes[1], tokens, args.out, cfg, tokenizer=tokenizer, info=info,
+                          identity=identity, resume=args.resume, overwrite=args.overwrite,
+                          inputs=[args.model, args.sae_in, args.sae_out, args.data])
     lr = metrics["lowrank_correlation"]
     print(f"wrote {Path(args.out) / 'index.html'}; low-rank mean r at k={lr['k'][0]}: {lr['mean'][0]:.3f} "
           f"({lr['n_features']} output features)")
     return 0
+
+
+def _run_flags(p: Any, what: str) -> None:
+    p.add_argument("--resume", action="store_true", help=f"continue the {what} in --out (a finished one is "
+                   "verified and returned)")
+    p.add_argument("--overwrite", action="store_true", help=f"replace the {what} in --out (the old one is "
+                   "kept until the new one has its first checkpoint)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
 
 
 def add_commands(sub: Any) -> None:
@@ -116,6 +177,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--batch-tokens", type=int, default=4096)
     p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--eval-rows", type=int, default=64, help="rows held out for SAELens' evals")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--checkpoints", type=int, default=4, help="checkpoints during training (resumable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _run_flags(p, "SAE training run")
     p.set_defaults(func=_train_sae)
 
     c = sub.add_parser("compare", help="eigenvectors vs SAE features: metrics.json + index.html",
@@ -133,4 +198,5 @@ def add_commands(sub: Any) -> None:
     c.add_argument("--feature", type=int, default=None, help="output feature shown side by side")
     c.add_argument("--token", default=None, help="also decompose this token's output direction")
     c.add_argument("--show", type=int, default=4, help="output features whose interaction matrices are shown")
+    _run_flags(c, "comparison")
     c.set_defaults(func=_compare)

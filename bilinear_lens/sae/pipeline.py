@@ -1,12 +1,14 @@
 """``compare``: run the four analyses of :mod:`bilinear_lens.sae.compare` and write the report.
 
-Output folder (written atomically): ``metrics.json``, ``index.html`` and the PNG figures.
+Output folder: a run folder (:mod:`bilinear_lens.runs`, kind ``compare``) holding ``metrics.json``,
+``index.html`` and the PNG figures. The figures are drawn into a ``.bl-tmp-*`` folder inside it (the
+same filesystem: a mount point as ``--out`` works) and renamed into place, ``index.html`` last; the
+run is then marked finished (files verified on ``--resume``).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -19,7 +21,8 @@ from bilinear_lens.sae import figures
 from bilinear_lens.sae.compare import (DEFAULT_KS, check_sae, collect_activations, feature_interactions,
                                        interaction_stats, interaction_summary, lowrank_correlation, match_eigenvectors,
                                        top_contexts)
-from bilinear_lens.runs import write_json
+from bilinear_lens.runs import RunError, check_int, open_run, write_json
+from bilinear_lens.runs.atomic import temp_sibling
 from bilinear_lens.sae.evals import read_evals
 
 
@@ -95,19 +98,55 @@ def _side_by_side(model: Any, layer: int, u: Tensor, title: str, acts: Any, sae_
 
 def run_compare(model: Any, sae_in: Any, sae_out: Any, tokens: Int[Tensor, "n_rows context"],
                 out: Union[str, Path], cfg: CompareConfig, tokenizer: Any = None,
-                info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                info: Optional[Dict[str, Any]] = None, *, identity: Optional[Dict[str, Any]] = None,
+                resume: bool = False, overwrite: bool = False, inputs: Sequence[Any] = ()) -> Dict[str, Any]:
     """Compute every analysis on ``tokens``, write ``out/{metrics.json, index.html, *.png}``; return metrics.
 
-    Files are written in a temporary folder and then moved into ``out`` one by one (``os.replace``),
-    ``index.html`` last; other files already in ``out`` are left alone.
+    ``out`` is a run folder (module docstring; ``resume`` / ``overwrite`` as in every command);
+    ``identity``: what else defines the result (the CLI adds the model's and SAEs' digests).
     """
+    import json
+
+    from bilinear_lens.sae.identity import tokens_digest
+
+    check_compare_config(cfg)
+    check_sae(model, cfg.layer, sae_in, "in")
+    check_sae(model, cfg.layer, sae_out, "out")
+    ident = {"config": {k: v for k, v in asdict(cfg).items() if k != "extra"}, "tokens": tokens_digest(tokens),
+             **(identity or {})}
+    with open_run(out, "compare", ident, resume=resume, overwrite=overwrite, inputs=inputs,
+                  owned=None) as run:
+        if run.finished:
+            return json.loads(run.file("metrics.json").read_text())
+        tmp = temp_sibling(run.file("report"))
+        tmp.mkdir()
+        metrics = _analyse(model, sae_in, sae_out, tokens, tmp, cfg, tokenizer, info)
+        for f in sorted(tmp.iterdir(), key=lambda p: (p.name == "index.html", p.name == "metrics.json")):
+            os.replace(f, run.file(f.name))
+        tmp.rmdir()
+        run.finish()
+    return metrics
+
+
+def check_compare_config(cfg: CompareConfig) -> None:
+    """One-line :class:`RunError` naming the option (its ``compare`` flag) and its range."""
+    check_int("--layer", cfg.layer, minimum=0)
+    check_int("--show", cfg.n_show, minimum=1)
+    check_int("--feature", cfg.feature, minimum=0)
+    for name in ("min_active", "top_interactions", "n_eig", "n_align", "n_contexts", "batch_size"):
+        check_int(name, getattr(cfg, name), minimum=1)
+    if not cfg.ks:
+        raise RunError("--ks needs at least one k, such as 1,2,4,8.")
+    for k in cfg.ks:
+        check_int("--ks", k, minimum=1)
+
+
+def _analyse(model: Any, sae_in: Any, sae_out: Any, tokens: Tensor, tmp: Path, cfg: CompareConfig,
+             tokenizer: Any, info: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """Every analysis; figures, ``metrics.json`` and ``index.html`` written into ``tmp``."""
     from bilinear_lens.sae.report import write_report
 
     L = cfg.layer
-    if cfg.n_show < 1:
-        raise ValueError(f"n_show (--show) must be at least 1, got {cfg.n_show}.")
-    check_sae(model, L, sae_in, "in")
-    check_sae(model, L, sae_out, "out")
     bos = getattr(tokenizer, "bos_token_id", None)
     acts = collect_activations(model, L, tokens, sae_in, sae_out, cfg.batch_size, bos)
     W_enc = sae_out.W_enc.detach().float()  # [d_model, d_sae_out]
@@ -128,75 +167,63 @@ def run_compare(model: Any, sae_in: Any, sae_out: Any, tokens: Int[Tensor, "n_ro
     metrics.update({"layer": L, "n_tokens": int(len(acts.x)), "n_rows": int(tokens.shape[0]),
                     "context": int(tokens.shape[1]), "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
                     "sae": metrics.get("sae", {}), "lowrank_correlation": summary})
-    with tempfile.TemporaryDirectory(prefix=".compare-", dir=_parent(out)) as tmp_name:
-        tmp = Path(tmp_name)
-        figs: Dict[str, str] = {}
-        frac = summary["frac_above_0.75"]
-        figures.lowrank_curve(lr.ks, summary["mean"], frac, tmp / "lowrank_curve.png")
-        figures.lowrank_hist(lr.corr.numpy(), lr.ks, tmp / "lowrank_hist.png")
-        figs["lowrank"] = ["lowrank_curve.png", "lowrank_hist.png"]
+    figs: Dict[str, str] = {}
+    frac = summary["frac_above_0.75"]
+    figures.lowrank_curve(lr.ks, summary["mean"], frac, tmp / "lowrank_curve.png")
+    figures.lowrank_hist(lr.corr.numpy(), lr.ks, tmp / "lowrank_hist.png")
+    figs["lowrank"] = ["lowrank_curve.png", "lowrank_hist.png"]
 
-        # 1. feature interaction matrices in SAE bases
-        stats: Dict[str, List[float]] = {}
-        for part in lr.features.split(32):
-            for key, v in interaction_stats(feature_interactions(model, L, sae_in, W_enc.T[part]),
-                                            cfg.top_interactions).items():
-                stats.setdefault(key, []).extend(v.tolist())
-        shown_items = []
-        for f, Q_lat in zip(shown, feature_interactions(model, L, sae_in, W_enc.T[shown])):
-            s = interaction_summary(Q_lat, cfg.top_interactions)
-            labels = sorted({t["b"] for t in s["top"]} | {t["c"] for t in s["top"]})[:20]
-            sub = Q_lat[labels][:, labels].numpy()
-            vals = lr.values[pos_of[f]].numpy() if f in pos_of else \
-                _values_for(model, L, W_enc.T[f], max(lr.ks))
-            name = f"interactions_{f}.png"
-            figures.interaction_heatmap(sub, labels, vals, f"output feature {f}", tmp / name)
-            s.update({"feature": f, "figure": name, "eigenvalues_top8": [float(v) for v in vals[:8]],
-                      "lowrank_corr": lr.corr[pos_of[f]].tolist() if f in pos_of else None})
-            shown_items.append(s)
-        metrics["interactions"] = {
-            "features": shown_items,
-            "all_features": {key: _mean(v) for key, v in stats.items()},
-        }
+    # 1. feature interaction matrices in SAE bases
+    stats: Dict[str, List[float]] = {}
+    for part in lr.features.split(32):
+        for key, v in interaction_stats(feature_interactions(model, L, sae_in, W_enc.T[part]),
+                                        cfg.top_interactions).items():
+            stats.setdefault(key, []).extend(v.tolist())
+    shown_items = []
+    for f, Q_lat in zip(shown, feature_interactions(model, L, sae_in, W_enc.T[shown])):
+        s = interaction_summary(Q_lat, cfg.top_interactions)
+        labels = sorted({t["b"] for t in s["top"]} | {t["c"] for t in s["top"]})[:20]
+        sub = Q_lat[labels][:, labels].numpy()
+        vals = lr.values[pos_of[f]].numpy() if f in pos_of else \
+            _values_for(model, L, W_enc.T[f], max(lr.ks))
+        name = f"interactions_{f}.png"
+        figures.interaction_heatmap(sub, labels, vals, f"output feature {f}", tmp / name)
+        s.update({"feature": f, "figure": name, "eigenvalues_top8": [float(v) for v in vals[:8]],
+                  "lowrank_corr": lr.corr[pos_of[f]].tolist() if f in pos_of else None})
+        shown_items.append(s)
+    metrics["interactions"] = {
+        "features": shown_items,
+        "all_features": {key: _mean(v) for key, v in stats.items()},
+    }
 
-        # 3. eigenvectors matched to input-SAE decoder directions
-        n_keep = lr.vectors.shape[1]
-        match = match_eigenvectors(lr.vectors.reshape(-1, lr.vectors.shape[-1]), sae_in.W_dec)
-        eig_max = match["eigen"]["max_cos"].reshape(-1, n_keep)
-        rnd_max = match["random"]["max_cos"]
-        figures.matching_hist(eig_max[:, 0].numpy(), rnd_max.reshape(-1, n_keep)[:, 0].numpy(), tmp / "matching.png")
-        metrics["matching"] = {
-            "n_eigenvectors": int(eig_max.numel()), "d_sae_in": int(sae_in.W_dec.shape[0]),
-            "mean_max_cos_by_rank": eig_max.mean(0).tolist(),
-            "mean_max_cos": match["eigen"]["mean_max_cos"],
-            "random_mean_max_cos": match["random"]["mean_max_cos"],
-            "hungarian_mean_cos": match["eigen"]["hungarian_mean"],
-            "random_hungarian_mean_cos": match["random"]["hungarian_mean"],
-            "frac_top1_above_0.5": float((eig_max[:, 0] > 0.5).float().mean()),
-            "figure": "matching.png",
-        }
+    # 3. eigenvectors matched to input-SAE decoder directions
+    n_keep = lr.vectors.shape[1]
+    match = match_eigenvectors(lr.vectors.reshape(-1, lr.vectors.shape[-1]), sae_in.W_dec)
+    eig_max = match["eigen"]["max_cos"].reshape(-1, n_keep)
+    rnd_max = match["random"]["max_cos"]
+    figures.matching_hist(eig_max[:, 0].numpy(), rnd_max.reshape(-1, n_keep)[:, 0].numpy(), tmp / "matching.png")
+    metrics["matching"] = {
+        "n_eigenvectors": int(eig_max.numel()), "d_sae_in": int(sae_in.W_dec.shape[0]),
+        "mean_max_cos_by_rank": eig_max.mean(0).tolist(),
+        "mean_max_cos": match["eigen"]["mean_max_cos"],
+        "random_mean_max_cos": match["random"]["mean_max_cos"],
+        "hungarian_mean_cos": match["eigen"]["hungarian_mean"],
+        "random_hungarian_mean_cos": match["random"]["hungarian_mean"],
+        "frac_top1_above_0.5": float((eig_max[:, 0] > 0.5).float().mean()),
+        "figure": "matching.png",
+    }
 
-        # 4. side by side
-        sbs = [_side_by_side(model, L, W_enc.T[shown[0]], f"output feature {shown[0]}", acts, sae_in, cfg,
-                             tokenizer, shown[0])]
-        if cfg.token is not None:
-            sbs.append(_side_by_side(model, L, token_direction(model, tokenizer, cfg.token),
-                                     f"token direction {cfg.token!r}", acts, sae_in, cfg, tokenizer, None))
-        metrics["side_by_side"] = sbs
-        metrics["figures"] = figs
-        write_json(tmp / "metrics.json", metrics)
-        write_report(tmp / "index.html", metrics)
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        for f in sorted(tmp.iterdir(), key=lambda p: (p.name == "index.html", p.name == "metrics.json")):
-            os.replace(f, out / f.name)
+    # 4. side by side
+    sbs = [_side_by_side(model, L, W_enc.T[shown[0]], f"output feature {shown[0]}", acts, sae_in, cfg,
+                         tokenizer, shown[0])]
+    if cfg.token is not None:
+        sbs.append(_side_by_side(model, L, token_direction(model, tokenizer, cfg.token),
+                                 f"token direction {cfg.token!r}", acts, sae_in, cfg, tokenizer, None))
+    metrics["side_by_side"] = sbs
+    metrics["figures"] = figs
+    write_json(tmp / "metrics.json", metrics)
+    write_report(tmp / "index.html", metrics)
     return metrics
-
-
-def _parent(out: Union[str, Path]) -> str:
-    parent = Path(out).resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    return str(parent)
 
 
 def _values_for(model: Any, layer: int, u: Tensor, k: int):

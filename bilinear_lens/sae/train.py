@@ -8,28 +8,42 @@ The two spaces the weight-based decomposition talks about:
 * ``hook="out"``: ``blocks.{L}.hook_mlp_out``, the MLP output ``[batch, pos, d_model]``: the space
   output directions ``u`` (an output SAE's encoder rows) live in.
 
-Training goes through SAELens' own ``LanguageModelSAETrainingRunner`` with the in-process model
-(``override_model``) and an in-memory ``datasets.Dataset`` of pre-tokenised ``input_ids`` rows
-(``override_dataset``), wandb off, so nothing touches the network. The result is a folder in SAELens'
-format (``SAE.load_from_disk(out)`` works) plus ``evals.json`` (SAELens' ``run_evals``: explained
-variance, L0, CE loss recovered; see :mod:`bilinear_lens.sae.evals`).
+Training loop (ours, around SAELens' training SAE classes and ``SAETrainer``'s public ``step``):
+step ``s`` of ``S = training_tokens // batch_size_tokens`` (``B`` tokens a step) takes the rows
+``batch_indices(s, R, n_rows, seed)`` (one permutation of the rows per epoch, ``R =
+ceil(1.25 B / (context - 1))``), runs the model to the hook, keeps every position but 0 whose token
+is not BOS, and draws ``B`` of those activations ``[B, d_model]`` with a generator seeded by
+``(seed, s)``: the data of a step is a function of the step alone. ``SAETrainer.step`` then does
+SAELens' own update (its training loss, dead-feature tracking, grad clip 1, Adam, cosine schedule
+``lr -> lr_end``). Checkpoints (``checkpoint/state``, ``n_checkpoints`` of them) hold the SAE, Adam,
+scheduler, feature statistics, step and RNG via :func:`bilinear_lens.runs.save_state` (no Python objects),
+so a resumed run ends bit-identical to an uninterrupted one.
 
-An interrupted run resumes from its last SAELens checkpoint, kept in ``<out>.checkpoints/`` until the
-final folder is written.
+The folder (the run-folder contract of :mod:`bilinear_lens.runs`, kind ``train-sae``) ends in
+SAELens' format (``cfg.json``, ``sae_weights.safetensors``, ``sparsity.safetensors``:
+``SAE.load_from_disk(out)`` works) plus ``evals.json`` (SAELens' ``run_evals``: explained variance,
+L0, CE loss recovered; :mod:`bilinear_lens.sae.evals`) and ``run.json``, whose identity records the
+model's weights digest and the hook (:mod:`bilinear_lens.sae.identity`; ``compare`` checks it).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 from jaxtyping import Int
 from torch import Tensor
+from tqdm.auto import tqdm
+
+from bilinear_lens.runs import (RunError, RunFolder, check_float, check_int, open_run, require_finite_loss,
+                                rng_state, set_rng_state)
 
 HOOKS = {"in": "blocks.{layer}.mlp.hook_in", "out": "blocks.{layer}.hook_mlp_out"}
 """The hook an SAE of each side is trained on (``str.format(layer=L)``)."""
@@ -69,7 +83,9 @@ class SAETrainConfig:
     batch_size_tokens: int = 4096
     lr: float = 4e-4
     lr_end: Optional[float] = None  # cosine annealing to lr/10 by default
-    n_checkpoints: int = 4
+    n_checkpoints: int = 4  # checkpoints during training (every ceil(steps / (n + 1)) steps)
+    dead_feature_window: int = 1000  # steps without firing before a feature counts as dead
+    feature_sampling_window: int = 2000  # steps per sparsity window (the saved log-sparsity)
     eval_batches: int = 8
     eval_batch_prompts: int = 16
     seed: int = 42
@@ -79,6 +95,35 @@ class SAETrainConfig:
     @property
     def hook_name(self) -> str:
         return sae_hook_name(self.layer, self.hook)
+
+    def check(self, n_layers: Optional[int] = None) -> None:
+        """One-line :class:`RunError` naming the option (its ``train-sae`` flag) and its range."""
+        for flag, value, lo in (("--k", self.k, 1), ("--expansion", self.expansion, 1),
+                                ("--tokens", self.training_tokens, 1), ("--context", self.context_size, 2),
+                                ("--batch-tokens", self.batch_size_tokens, 1), ("--seed", self.seed, 0),
+                                ("--checkpoints", self.n_checkpoints, 0),
+                                ("eval_batches", self.eval_batches, 1),
+                                ("eval_batch_prompts", self.eval_batch_prompts, 1),
+                                ("dead_feature_window", self.dead_feature_window, 1),
+                                ("feature_sampling_window", self.feature_sampling_window, 1)):
+            check_int(flag, value, minimum=lo)
+        check_int("--layer", self.layer, 0, None if n_layers is None else n_layers - 1)
+        check_float("--lr", self.lr, minimum=0, inclusive=(False, True))
+        check_float("lr_end", self.lr_end, minimum=0)
+        if self.batch_size_tokens > self.training_tokens:
+            raise RunError(f"--tokens {self.training_tokens} is smaller than one batch (--batch-tokens "
+                           f"{self.batch_size_tokens}); pass more tokens or a smaller batch.")
+
+    def identity(self) -> Dict[str, Any]:
+        """The settings that define the SAE (``device`` does not)."""
+        d = dataclasses.asdict(self)
+        d.pop("device")
+        d["hook_name"] = self.hook_name
+        return d
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by ``fail_at_step`` (tests of resuming)."""
 
 
 def _training_sae_config(cfg: SAETrainConfig, d_in: int) -> Any:
@@ -116,13 +161,111 @@ def check_tokens(tokens: Tensor, context_size: int, name: str = "tokens") -> Non
                          f"{context_size}; cut the data into blocks of context_size tokens.")
 
 
-def _latest_checkpoint(folder: Path) -> Optional[Path]:
-    """The SAELens checkpoint folder with the most training samples (``<folder>/<n>``), if any."""
-    if not folder.is_dir():
-        return None
-    done = [p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()
-            and (p / "trainer_state.pt").exists() and (p / "runner_cfg.json").exists()]
-    return max(done, key=lambda p: int(p.name), default=None)
+OWNED = ("run.json", "checkpoint", "cfg.json", "sae_weights.safetensors", "sparsity.safetensors",
+         "evals.json")
+"""The entries a ``train-sae`` run writes (what ``--overwrite`` replaces)."""
+
+
+def rows_per_step(cfg: SAETrainConfig) -> int:
+    """Rows whose activations one step draws its ``batch_size_tokens`` from (25% spare for BOS)."""
+    return max(1, math.ceil(1.25 * cfg.batch_size_tokens / (cfg.context_size - 1)))
+
+
+@torch.no_grad()
+def step_activations(model: Any, tokens: Int[Tensor, "n_rows context"], step: int, cfg: SAETrainConfig,
+                     bos: Optional[int]) -> Tensor:
+    """The ``[batch_size_tokens, d_model]`` activations of ``step`` (module docstring)."""
+    from bilinear_lens.language.train import batch_indices
+
+    rows = tokens[batch_indices(step, rows_per_step(cfg), len(tokens), cfg.seed)]
+    _, cache = model.run_with_cache(rows, names_filter=cfg.hook_name, stop_at_layer=cfg.layer + 1)
+    acts = cache[cfg.hook_name][:, 1:].reshape(-1, model.cfg.d_model)
+    if bos is not None:
+        acts = acts[(rows[:, 1:] != bos).reshape(-1)]
+    if len(acts) == 0:
+        raise RunError(f"step {step} drew rows made only of BOS tokens; pass real text (--data).")
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    idx = torch.randperm(len(acts), generator=g)[: cfg.batch_size_tokens]
+    if len(idx) < cfg.batch_size_tokens:  # short rows: draw the rest with replacement
+        idx = torch.cat([idx, torch.randint(len(acts), (cfg.batch_size_tokens - len(idx),), generator=g)])
+    return acts[idx].float()
+
+
+def _trainer(cfg: SAETrainConfig, sae_cfg: Any, steps: int) -> Any:
+    from sae_lens import LoggingConfig, SAETrainer
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.saes.sae import TrainingSAE
+
+    torch.manual_seed(cfg.seed)
+    sae = TrainingSAE.from_dict(sae_cfg.to_dict())
+    tcfg = SAETrainerConfig(
+        total_training_samples=steps * cfg.batch_size_tokens, train_batch_size_samples=cfg.batch_size_tokens,
+        lr=cfg.lr, lr_end=cfg.lr_end if cfg.lr_end is not None else cfg.lr / 10,
+        lr_scheduler_name="cosineannealing", device=cfg.device, dead_feature_window=cfg.dead_feature_window,
+        feature_sampling_window=cfg.feature_sampling_window, logger=LoggingConfig(log_to_wandb=False))
+    return SAETrainer(cfg=tcfg, sae=sae, data_provider=iter(()))
+
+
+def _state(trainer: Any, step: int) -> Dict[str, Any]:
+    return {"step": step, "sae": trainer.sae.state_dict(), "optimizer": trainer.optimizer.state_dict(),
+            "scheduler": trainer.lr_scheduler.state_dict(), "act_freq_scores": trainer.act_freq_scores,
+            "n_forward_passes_since_fired": trainer.n_forward_passes_since_fired,
+            "n_frac_active_samples": int(trainer.n_frac_active_samples),
+            "n_training_steps": int(trainer.n_training_steps), "n_training_samples": int(trainer.n_training_samples),
+            "coefficients": {k: {"current_step": v.current_step, "current_value": v.current_value}
+                             for k, v in trainer.coefficient_schedulers.items()},
+            "rng": rng_state()}
+
+
+def _restore(trainer: Any, state: Dict[str, Any], where: Path) -> int:
+    try:
+        trainer.sae.load_state_dict(state["sae"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.lr_scheduler.load_state_dict(state["scheduler"])
+        trainer.act_freq_scores.copy_(state["act_freq_scores"])
+        trainer.n_forward_passes_since_fired.copy_(state["n_forward_passes_since_fired"])
+        trainer.n_frac_active_samples = state["n_frac_active_samples"]
+        trainer.n_training_steps = state["n_training_steps"]
+        trainer.n_training_samples = state["n_training_samples"]
+        for k, v in state["coefficients"].items():
+            trainer.coefficient_schedulers[k].current_step = v["current_step"]
+            trainer.coefficient_schedulers[k].current_value = v["current_value"]
+        set_rng_state(state["rng"])
+        return int(state["step"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise RunError(f"{where}.json does not match this SAE ({type(e).__name__}); the checkpoint is "
+                       "corrupt: restart the run with --overwrite.") from e
+
+
+def _metadata(trainer: Any, cfg: SAETrainConfig, model_name: str, bos: Optional[int]) -> None:
+    meta = trainer.sae.cfg.metadata
+    meta.hook_name, meta.model_name, meta.context_size = cfg.hook_name, model_name, cfg.context_size
+    meta.prepend_bos, meta.seqpos_slice = False, (1, None)
+    meta.exclude_special_tokens = [bos] if bos is not None else False
+    meta.model_from_pretrained_kwargs = {}
+    trainer.set_final_sae_metadata()
+
+
+def _record_processing(run: RunFolder, model: Any) -> None:
+    """The model's processing (fold_ln) travels with the SAE: ``check_processing`` refuses a mismatch."""
+    from bilinear_lens.hooks.processing import METADATA_KEY, processing_signature
+
+    cfg_json = json.loads(run.file("cfg.json").read_text())
+    cfg_json.setdefault("metadata", {})[METADATA_KEY] = processing_signature(model)
+    run.write_json("cfg.json", cfg_json)
+
+
+def _save_final(run: RunFolder, trainer: Any) -> None:
+    """SAELens' inference folder format at the top of the run folder (each file renamed into place)."""
+    from bilinear_lens.runs import save_tensors
+    from bilinear_lens.runs.atomic import temp_sibling
+
+    tmp = temp_sibling(run.file("final"))
+    trainer.sae.save_inference_model(str(tmp))
+    save_tensors(tmp / "sparsity.safetensors", {"sparsity": trainer.log_feature_sparsity.detach().cpu()})
+    for f in sorted(tmp.iterdir()):
+        os.replace(f, run.file(f.name))
+    tmp.rmdir()
 
 
 def train_sae(
@@ -132,76 +275,74 @@ def train_sae(
     cfg: SAETrainConfig,
     eval_tokens: Optional[Int[Tensor, "n_eval context"]] = None,
     model_name: str = "bilinear-lens-model",
+    *, resume: bool = False, overwrite: bool = False, inputs: Sequence[Any] = (), progress: bool = False,
+    fail_at_step: Optional[int] = None,
 ) -> Dict[str, Any]:
-    """Train an SAE on ``cfg.hook_name`` of ``model`` and save it (SAELens format) plus evals.
+    """Train an SAE on ``cfg.hook_name`` of ``model`` into the run folder ``out`` (module docstring).
 
     ``tokens`` are the training rows (repeated as epochs when ``training_tokens`` exceeds them);
-    ``eval_tokens`` (default: ``tokens``) feed ``run_evals``. Returns the evals summary written to
-    ``out/evals.json``. The folder appears only when complete (written through ``atomic_dir``).
+    ``eval_tokens`` (default: ``tokens``) feed ``run_evals``. ``resume`` / ``overwrite`` as in every
+    command (:func:`bilinear_lens.runs.open_run`); ``inputs``: files the run reads (refused inside
+    ``out`` with ``overwrite``). Returns the evals summary written to ``out/evals.json``.
     """
-    from datasets import Dataset
-    from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig
+    from bilinear_lens.sae.identity import model_identity, tokens_digest
 
-    from bilinear_lens.hooks.processing import METADATA_KEY, processing_signature
-    from bilinear_lens.runs import atomic_dir
-    from bilinear_lens.sae.evals import evaluate_sae, write_evals
-
-    out = Path(out)
-    hook_name = cfg.hook_name
-    if hook_name not in model.hook_dict:
-        raise ValueError(f"the model has no hook {hook_name!r} (layer {cfg.layer} of a "
-                         f"{model.cfg.n_layers}-layer model?).")
+    cfg.check(model.cfg.n_layers)
+    if cfg.hook_name not in model.hook_dict:
+        raise RunError(f"the model has no hook {cfg.hook_name!r}.")
     check_tokens(tokens, cfg.context_size)
-    if eval_tokens is None:
-        eval_tokens = tokens
+    eval_tokens = tokens if eval_tokens is None else eval_tokens
     check_tokens(eval_tokens, cfg.context_size, "eval_tokens")
-    d_in = model.cfg.d_model
-    sae_cfg = _training_sae_config(cfg, d_in)
-    if cfg.batch_size_tokens > cfg.training_tokens:
-        raise ValueError(f"training_tokens={cfg.training_tokens} is smaller than one batch "
-                         f"({cfg.batch_size_tokens} tokens).")
+    sae_cfg = _training_sae_config(cfg, model.cfg.d_model)
+    identity = {**cfg.identity(), "model": model_identity(model), "tokens": tokens_digest(tokens),
+                "eval_tokens": tokens_digest(eval_tokens)}
+    with open_run(out, "train-sae", identity, resume=resume, overwrite=overwrite, owned=OWNED,
+                  inputs=inputs) as run:
+        if run.finished:
+            from bilinear_lens.sae.evals import read_evals
 
-    ckpt_dir = Path(str(out) + ".checkpoints")
-    resume = _latest_checkpoint(ckpt_dir)
-    # SAELens' mixing buffer holds n_batches_in_buffer * context_size tokens and must hold a batch.
-    n_batches_in_buffer = max(8, -(-2 * cfg.batch_size_tokens // cfg.context_size))
-    bos = getattr(getattr(model, "tokenizer", None), "bos_token_id", None)
-    dataset = Dataset.from_dict({"input_ids": tokens.tolist()})
-    with atomic_dir(out) as tmp:
-        runner_cfg = LanguageModelSAERunnerConfig(
-            sae=sae_cfg, model_name=model_name, hook_name=hook_name,
-            context_size=cfg.context_size, prepend_bos=False, streaming=False,
-            seqpos_slice=(1, None), exclude_special_tokens=[bos] if bos is not None else False,
-            training_tokens=cfg.training_tokens, train_batch_size_tokens=cfg.batch_size_tokens,
-            store_batch_size_prompts=max(1, min(32, cfg.batch_size_tokens // cfg.context_size)),
-            n_batches_in_buffer=n_batches_in_buffer, lr=cfg.lr, lr_end=cfg.lr_end,
-            lr_scheduler_name="cosineannealing", seed=cfg.seed, device=cfg.device,
-            logger=LoggingConfig(log_to_wandb=False), model_from_pretrained_kwargs={},
-            n_checkpoints=cfg.n_checkpoints, checkpoint_path=str(ckpt_dir),
-            resume_from_checkpoint=str(resume) if resume is not None else None,
-            output_path=str(tmp),
-        )
-        runner_cfg.checkpoint_path = str(ckpt_dir)  # SAELens appends a random id; keep one folder
-        if resume is not None:
-            print(f"resuming SAE training from {resume}")
-        torch.manual_seed(cfg.seed)
-        LanguageModelSAETrainingRunner(runner_cfg, override_model=model,
-                                       override_dataset=dataset).run()
-        summary = evaluate_sae(model, tmp, eval_tokens, n_batches=cfg.eval_batches,
-                               batch_prompts=cfg.eval_batch_prompts)
-        summary["training"] = {
-            "architecture": cfg.architecture, "hook_name": hook_name, "layer": cfg.layer,
-            "side": cfg.hook, "k": cfg.k if "k" in {f.name for f in dataclasses.fields(sae_cfg)} else None,
-            "expansion": cfg.expansion, "training_tokens": cfg.training_tokens,
-            "batch_size_tokens": cfg.batch_size_tokens, "lr": cfg.lr, "context_size": cfg.context_size,
-            "resumed_from": str(resume) if resume is not None else None,
-        }
-        cfg_json = json.loads((tmp / "cfg.json").read_text())
-        summary["training"]["num_dead_features"] = cfg_json.get("metadata", {}).get("num_dead_features")
-        # the model's processing (fold_ln) travels with the SAE: check_processing refuses a mismatch
-        cfg_json.setdefault("metadata", {})[METADATA_KEY] = processing_signature(model)
-        (tmp / "cfg.json").write_text(json.dumps(cfg_json, indent=2))
-        write_evals(tmp / "evals.json", summary)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+            return read_evals(run.path)
+        summary = _train(model, tokens, eval_tokens, run, cfg, sae_cfg, model_name, progress, fail_at_step)
+        run.finish(OWNED[2:])
     return summary
 
+
+def _train(model: Any, tokens: Tensor, eval_tokens: Tensor, run: RunFolder, cfg: SAETrainConfig,
+           sae_cfg: Any, model_name: str, progress: bool, fail_at_step: Optional[int]) -> Dict[str, Any]:
+    from bilinear_lens.sae.evals import evaluate_sae, write_evals
+
+    steps = cfg.training_tokens // cfg.batch_size_tokens
+    every = math.ceil(steps / (cfg.n_checkpoints + 1)) if cfg.n_checkpoints else steps + 1
+    bos = getattr(getattr(model, "tokenizer", None), "bos_token_id", None)
+    trainer = _trainer(cfg, sae_cfg, steps)
+    ckpt = run.file("checkpoint") / "state"
+    state = run.load_state("checkpoint/state") if run.resuming else None
+    start = _restore(trainer, state, ckpt) if state is not None else 0
+    bar = tqdm(total=steps, initial=start, disable=not progress, desc=f"train-sae {cfg.hook_name}", unit="step")
+    for step in range(start, steps):
+        if fail_at_step is not None and step == fail_at_step:
+            raise InjectedFailure(f"injected failure at the start of step {step}")
+        trainer.maybe_reset_sparsity()
+        output = trainer.step(step_activations(model, tokens, step, cfg, bos))
+        require_finite_loss(float(output.loss.detach()), step + 1, f"the last checkpoint in {ckpt.parent}")
+        trainer.n_training_steps += 1
+        bar.update(1)
+        if (step + 1) % every == 0 and step + 1 < steps:
+            run.save_state("checkpoint/state", _state(trainer, step + 1))
+    bar.close()
+    _metadata(trainer, cfg, model_name, bos)
+    _save_final(run, trainer)
+    _record_processing(run, model)
+    summary = evaluate_sae(model, run.path, eval_tokens, n_batches=cfg.eval_batches,
+                           batch_prompts=cfg.eval_batch_prompts)
+    summary["training"] = {
+        "architecture": cfg.architecture, "hook_name": cfg.hook_name, "layer": cfg.layer, "side": cfg.hook,
+        "k": cfg.k if "k" in {f.name for f in dataclasses.fields(sae_cfg)} else None,
+        "expansion": cfg.expansion, "training_tokens": steps * cfg.batch_size_tokens,
+        "batch_size_tokens": cfg.batch_size_tokens, "lr": cfg.lr, "context_size": cfg.context_size,
+        "steps": steps, "resumed_from_step": start or None,
+        "num_dead_features": trainer.sae.cfg.metadata.num_dead_features,
+    }
+    write_evals(run.file("evals.json"), summary)
+    shutil.rmtree(run.file("checkpoint"), ignore_errors=True)
+    return summary
