@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "bilinear_lens.language.cli",  # train-lm
     "bilinear_lens.sae.cli",  # train-sae, compare
     "bilinear_lens.convert.cli",  # convert
+    "bilinear_lens.atlas.cli",  # atlas
 )
 
 
