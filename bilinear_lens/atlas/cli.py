@@ -37,6 +37,7 @@ def load_source(src: str, device: str) -> Tuple[Any, Any]:
 
 def _run(args: argparse.Namespace) -> int:
     from bilinear_lens.atlas.build import build_atlas
+    from bilinear_lens.atlas.directions import check_spec
 
     if args.resume and args.overwrite:
         raise ValueError("--resume and --overwrite contradict each other; pass one of them.")
@@ -45,6 +46,7 @@ def _run(args: argparse.Namespace) -> int:
 
         if not torch.cuda.is_available():
             raise ValueError("--device cuda: no CUDA device is available; use --device cpu.")
+    check_spec(args.directions)
     model, tokenizer = load_source(args.model, args.device)
     atlas = build_atlas(model, args.layer, args.out, args.directions, k=args.k, data=args.data,
                         sae_in=args.sae_in, device=args.device, batch=args.batch, shard=args.shard,

@@ -119,9 +119,17 @@ def sae_directions(path: str, d_model: int) -> Directions:
     return Directions(W_enc.T.contiguous(), [f"feature {f}" for f in range(n)], "sae", list(range(n)))
 
 
+def check_spec(spec: str) -> str:
+    """``spec`` if it has the form of a ``--directions`` spec (before any model is loaded)."""
+    kind, _, arg = spec.partition(":")
+    if (kind == "vocab" and not arg) or (kind in ("tokens", "sae") and arg) or (kind == "diff" and arg.count(",") == 1):
+        return spec
+    raise RunError(f"--directions {spec!r} is not one of vocab, tokens:FILE, sae:DIR, diff:A,B.")
+
+
 def parse_directions(spec: str, model: Any, tokenizer: Any) -> Directions:
     """Directions for a ``--directions`` spec (module docstring); one-line errors for bad specs."""
-    kind, _, arg = spec.partition(":")
+    kind, _, arg = check_spec(spec).partition(":")
     if kind == "vocab" and not arg:
         return vocab_directions(model, tokenizer)
     d_vocab = getattr(getattr(model, "cfg", None), "d_vocab", None) or unembedding(model).shape[1]
