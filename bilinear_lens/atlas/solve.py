@@ -42,6 +42,10 @@ from bilinear_lens.decomposition.weights import BilinearWeights
 CHECK_AFTER = 4
 """First convergence check after ``k + CHECK_AFTER`` Krylov vectors, then every ``CHECK_EVERY``."""
 CHECK_EVERY = 2
+GUARD, GUARD_TOL = 4, 1e-3
+"""A direction stops only when the ``GUARD`` Ritz pairs after the top ``k`` also have Lanczos
+residual estimates ``<= GUARD_TOL |lambda_1|``: certified pairs alone do not prove that no larger
+``|lambda|`` is missing, and a space that has resolved the spectrum beyond ``lambda_k`` rarely misses one."""
 
 CERTIFY_TOL = 1e-4
 """Default certificate: ``||Q v - lambda v|| <= 1e-4 |lambda_1|`` in the full space."""
@@ -153,7 +157,7 @@ def certified_topk(
     m = default_krylov_dim(k, d) if krylov_dim is None else min(int(krylov_dim), d)
     if m <= k and m < d:
         raise ValueError(f"krylov_dim={krylov_dim} must exceed k={k}.")
-    p = max(k, min(m - 1, k + (m - k) // 2))
+    p = max(min(k + GUARD, m - 1), min(m - 1, k + (m - k) // 2))
     generator = torch.Generator().manual_seed(seed)
     V = torch.zeros(n, m + 1, d, dtype=dtype, device=device)
     v0 = torch.randn(n, d, generator=generator, dtype=torch.float64).to(V) if start is None else start.to(V)
@@ -164,7 +168,7 @@ def certified_topk(
     out = TopK(torch.zeros(n, k, dtype=dtype, device=device), torch.zeros(n, k, d, dtype=dtype, device=device),
                torch.zeros(n, k, dtype=torch.float64), torch.zeros(n, dtype=torch.long),
                torch.zeros(n, dtype=torch.bool))
-    j, first = 0, k + CHECK_AFTER
+    j, first = 0, k + max(CHECK_AFTER, GUARD)
     for cycle in range(max_restarts + 1):
         last = cycle == max_restarts or m >= d
         while j < m and len(st.index):
@@ -205,8 +209,12 @@ def _finish(st: _State, j: int, k: int, tol: float, out: TopK, accept_all: bool)
     dtype = st.V.dtype
     theta, Y = _ritz(st.H[:, :j, :j])
     scale = theta[:, :1].abs().clamp_min(torch.finfo(dtype).tiny)
-    est = (st.beta.unsqueeze(-1) * Y[:, j - 1, :k].abs() / scale).amax(-1)
-    cand = torch.ones_like(est, dtype=torch.bool) if accept_all else est <= tol
+    ritz_res = st.beta.unsqueeze(-1) * Y[:, j - 1, :].abs() / scale  # Lanczos estimates [n, j]
+    est = ritz_res[:, :k].amax(-1)
+    cand = est <= tol
+    if GUARD:  # the next GUARD Ritz pairs must be roughly converged too: the space has resolved past lambda_k
+        cand &= ritz_res[:, k : k + GUARD].amax(-1) <= GUARD_TOL
+    cand = torch.ones_like(cand) if accept_all else cand
     if bool(cand.any()):
         Yk = Y[cand][:, :, :k].transpose(1, 2).to(dtype)  # [c, k, j]
         X = torch.bmm(Yk, st.V[cand, :j])
