@@ -221,3 +221,24 @@ def test_bad_inputs_are_one_line_errors(setup, capsys):
                  "--directions", f"tokens:{tokens}", "--k", "2", "--no-progress"]) == 0
     a = Atlas.load(root / "toks")
     assert a.labels == ["w5", "w7"] and a.for_token("w7") == 1
+
+
+def test_sae_directions_and_input_alignment(setup):
+    root, model, tokenizer, _, _ = setup
+    from test_sae_metrics import make_sae
+
+    sae_out, sae_in = make_sae(32, 12, "blocks.1.hook_mlp_out", seed=1), make_sae(32, 20, "blocks.1.mlp.hook_in", seed=2)
+    sae_out.save_model(str(root / "sae_out"))
+    sae_in.save_model(str(root / "sae_in"))
+    a = build_atlas(model, 1, str(root / "atlas_sae"), directions=f"sae:{root / 'sae_out'}", k=3, top=5,
+                    sae_in=str(root / "sae_in"), tokenizer=tokenizer, progress=False, warm=0)
+    assert len(a) == 12 and a.labels[4] == "feature 4" and a.for_feature(4) == 4
+    assert torch.allclose(a.direction(4), sae_out.W_enc.detach()[:, 4])
+    ent = a.entry(4)
+    D = sae_in.W_dec.detach()
+    cos = (ent["vectors"] / ent["vectors"].norm(dim=-1, keepdim=True)) @ (D / D.norm(dim=-1, keepdim=True)).T
+    top = cos.abs().topk(5, dim=-1).indices
+    assert torch.equal(ent["sae_in.ids"].long(), top)
+    assert torch.allclose(ent["sae_in.cos"], cos.gather(-1, top), atol=1e-6)
+    with pytest.raises(KeyError, match="not tokens"):
+        a.for_token("w5")
