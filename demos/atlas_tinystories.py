@@ -2,7 +2,7 @@
 
 1. trains (or reuses, or resumes) a bilinear language model with ``bilinear-lens train-lm`` on the
    offline TinyStories text (defaults: d_model 128, 2 layers, 4 heads, d_mlp 512, vocab 4096,
-   context 128, ``--tokens`` 800,000: about 5 minutes on one thread of the shared 2-core VM);
+   context 128, ``--tokens`` 400,000: 2.5 minutes on one thread of the shared 2-core VM, val loss 4.15);
 2. builds the atlas of layer 1 over the whole vocabulary, top-8, with top contexts from 256 rows of
    the validation text (``bilinear-lens atlas``, resumable);
 3. opens ``OUT/atlas/index.html`` in headless chromium and writes screenshots (``--figures``).
@@ -76,6 +76,7 @@ def screenshots(atlas: Path, figures: Path, token: str) -> list:
         page.wait_for_timeout(200)
         shots.append(figures / "atlas_card.png")
         page.screenshot(path=str(shots[-1]))
+        page.goto("about:blank")  # a new load: the page reads #d=I&e=J when it opens
         page.goto((atlas / "index.html").resolve().as_uri() + f"#d={i}&e=1")
         page.wait_for_selector("#card-1.open")
         page.locator("#card-1").scroll_into_view_if_needed()
@@ -91,7 +92,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/atlas_demo")
     ap.add_argument("--data", default=str(DATA))
-    ap.add_argument("--tokens", type=int, default=800_000, help="training tokens")
+    ap.add_argument("--tokens", type=int, default=400_000, help="training tokens")
     ap.add_argument("--rows", type=int, default=256, help="validation rows (128 tokens) for contexts")
     ap.add_argument("--token", default=" happy", help="token whose direction the screenshots show")
     ap.add_argument("--figures", default=None, help="folder for the screenshots (skipped when not given)")
