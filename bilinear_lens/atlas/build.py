@@ -5,9 +5,10 @@ for the layout):
 
 1. top-``k`` eigenpairs of every ``Q(u)`` (:func:`~bilinear_lens.atlas.solve.certified_topk`, in
    batches of ``batch`` directions), each certified by ``||Q v - lambda v|| <= tol |lambda_1|``,
-   warm-started from a shared basis ``S`` (``warm`` vectors; found once from a strided pilot sample
-   of ``pilot`` directions and stored in the run folder, so every process and every resume uses the
-   same one);
+   warm-started from a shared basis ``S`` (``warm`` vectors: principal directions of the top
+   ``k + GUARD`` eigenvectors of a strided pilot sample of ``pilot`` directions, stored in the run
+   folder, so every process and every resume uses the same one; each start vector is the sum of the
+   direction's top ``k + GUARD`` Ritz vectors in ``span(S)``);
 2. weight-only readings and the spectrum summary (:mod:`~bilinear_lens.atlas.readings`);
 3. with ``data``: top contexts per eigenvector (:mod:`~bilinear_lens.atlas.contexts`).
 
@@ -31,7 +32,7 @@ from bilinear_lens.atlas import store
 from bilinear_lens.atlas.contexts import top_contexts
 from bilinear_lens.atlas.directions import Directions, parse_directions, token_label
 from bilinear_lens.atlas.readings import FrobeniusNorm, read_shard, token_inputs
-from bilinear_lens.atlas.solve import CERTIFY_TOL, certified_topk, shared_subspace, subspace_starts
+from bilinear_lens.atlas.solve import CERTIFY_TOL, GUARD, certified_topk, shared_subspace, subspace_starts
 from bilinear_lens.decomposition.weights import bilinear_weights
 from bilinear_lens.runs import RunError, check_int, open_run
 
@@ -80,7 +81,7 @@ def solve_shard(weights: Any, U: torch.Tensor, k: int, tol: float, batch: int, S
                                             "converged": []}
     for b0 in range(0, U.shape[0], batch):
         u = U[b0 : b0 + batch].to(weights.W_in)
-        start = None if S is None else subspace_starts(weights, u, S.to(weights.W_in), k)
+        start = None if S is None else subspace_starts(weights, u, S.to(weights.W_in), min(k + GUARD, S.shape[0]))
         r = certified_topk(weights, u, k, tol, start=start, seed=seed + b0)
         for name in parts:
             parts[name].append(getattr(r, name).cpu())
@@ -90,10 +91,10 @@ def solve_shard(weights: Any, U: torch.Tensor, k: int, tol: float, batch: int, S
 
 
 def _pilot_subspace(weights: Any, dirs: Directions, k: int, tol: float, batch: int, pilot: int, r: int) -> torch.Tensor:
-    """``S`` ``[r, d]`` from the top-``k`` eigenvectors of a strided sample of ``pilot`` directions."""
+    """``S`` ``[r, d]`` from the top-``k + GUARD`` eigenvectors of a strided sample of ``pilot`` directions."""
     n = len(dirs)
     idx = torch.linspace(0, n - 1, min(pilot, n)).round().long().unique()
-    res = solve_shard(weights, dirs.vectors[idx], k, tol, batch, None, seed=10_007)
+    res = solve_shard(weights, dirs.vectors[idx], min(k + GUARD, weights.d), tol, batch, None, seed=10_007)
     return shared_subspace(res["vectors"].reshape(-1, weights.d).float(), r).to(weights.W_in.dtype)
 
 
