@@ -79,6 +79,8 @@ _LAZY = {
     "EigenTree": "bilinear_lens.decomposition.tree",
     "attach_eigenvectors": "bilinear_lens.hooks.eigen_hooks",
     "BilinearClassifier": "bilinear_lens.image.model",
+    "build_atlas": "bilinear_lens.atlas",
+    "Atlas": "bilinear_lens.atlas",
 }
 
 

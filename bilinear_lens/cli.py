@@ -26,6 +26,7 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     "import-model": ("bilinear_lens.published_cli",
                      "write a paper authors' published model as a plain Hugging Face Llama folder"),
     "import-sae": ("bilinear_lens.published_cli", "write a paper authors' published SAE in SAELens' format"),
+    "atlas": ("bilinear_lens.atlas.cli", "decompose every output direction of a layer into a browsable atlas"),
 }
 COMMAND_MODULES = tuple(dict.fromkeys(module for module, _ in COMMANDS.values()))
 

@@ -1,0 +1,83 @@
+"""``bilinear-lens atlas``: the eigenvector atlas of one layer (see docs/atlas.md).
+
+    bilinear-lens atlas --model SRC --layer L --out DIR [--directions vocab|tokens:FILE|sae:DIR|diff:A,B]
+        [--k 8] [--data TEXT] [--sae-in DIR] [--device cpu|cuda] [--batch N] [--resume|--overwrite]
+        [--no-progress]
+
+``SRC`` is a model folder (``bilinear-lens train-lm``, ``save_pretrained``) or a name that
+``HookedTransformer.from_pretrained`` knows. Several processes: ``torchrun --nproc_per_node N -m
+bilinear_lens.cli atlas ...`` (or ``accelerate launch``) split the directions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Tuple
+
+
+def load_source(src: str, device: str) -> Tuple[Any, Any]:
+    """A HookedTransformer and its tokenizer from a folder or a ``from_pretrained`` name."""
+    if Path(src).is_dir():
+        from bilinear_lens.sae.cli import load_model
+
+        return load_model(src)
+    if Path(src).exists():
+        raise ValueError(f"--model {src} is a file; give a model folder or a model name.")
+    from bilinear_lens import load_pretrained
+
+    try:
+        model = load_pretrained(src, device=device).eval()
+    except Exception as err:  # noqa: BLE001 - report any loader failure in one line
+        raise ValueError(f"--model {src}: not a folder, and from_pretrained failed ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''}).") from None
+    return model, getattr(model, "tokenizer", None)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from bilinear_lens.atlas.build import build_atlas
+    from bilinear_lens.atlas.directions import check_spec
+
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite contradict each other; pass one of them.")
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA device is available; use --device cpu.")
+    check_spec(args.directions)
+    model, tokenizer = load_source(args.model, args.device)
+    atlas = build_atlas(model, args.layer, args.out, args.directions, k=args.k, data=args.data,
+                        sae_in=args.sae_in, device=args.device, batch=args.batch, shard=args.shard,
+                        top=args.top, contexts=args.contexts, rows=args.rows, warm=args.warm, ov=args.ov,
+                        tokenizer=tokenizer, resume=args.resume, overwrite=args.overwrite,
+                        progress=not args.no_progress, source=args.model)
+    res = atlas.residuals()
+    print(json.dumps({"out": str(atlas.root), "directions": len(atlas), "k": atlas.k, "layer": atlas.layer,
+                      "max_residual": float(res.max()), "page": str(Path(atlas.root) / "index.html")}, indent=2))
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser("atlas", help="decompose every output direction of a layer; write a browsable atlas",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="model folder or from_pretrained name")
+    p.add_argument("--layer", type=int, required=True, help="bilinear layer index")
+    p.add_argument("--out", required=True, help="atlas folder (run folder)")
+    p.add_argument("--directions", default="vocab", help="vocab | tokens:FILE | sae:DIR | diff:A,B")
+    p.add_argument("--k", type=int, default=8, help="eigenpairs per direction (by |lambda|)")
+    p.add_argument("--data", default=None, help="text for top contexts (one story per line)")
+    p.add_argument("--rows", type=int, default=256, help="context rows of --data to scan")
+    p.add_argument("--contexts", type=int, default=5, help="top contexts per eigenvector")
+    p.add_argument("--sae-in", default=None, help="SAELens SAE on the MLP input: eigenvector alignment")
+    p.add_argument("--device", default="cpu", help="cpu | cuda")
+    p.add_argument("--batch", type=int, default=256, help="directions per solver batch")
+    p.add_argument("--shard", type=int, default=None, help="directions per shard (default: --batch)")
+    p.add_argument("--top", type=int, default=10, help="tokens / features kept per reading")
+    p.add_argument("--warm", type=int, default=64, help="shared warm-start basis size (0: cold starts)")
+    p.add_argument("--ov", action="store_true", help="also decode through each layer-0 head's OV circuit")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted atlas in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the atlas in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run)

@@ -1,0 +1,244 @@
+"""The eigenvector atlas: exactness against dense eigh, readings and contexts against brute force,
+the reader, kill -9 / resume and 2-process runs giving the same bytes as one uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bilinear_lens.atlas import Atlas, build_atlas, certified_topk
+from bilinear_lens.atlas import store
+from bilinear_lens.cli import main
+from bilinear_lens.decomposition.weights import bilinear_weights
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A saved tiny bilinear model (vocab 97, word tokenizer), its reload, a text file, a built atlas."""
+    from transformer_lens import HookedTransformer
+
+    from bilinear_lens import save_pretrained
+    from bilinear_lens.sae.cli import load_model
+    from conftest import make_tokenizer, tiny_cfg
+
+    root = tmp_path_factory.mktemp("atlas")
+    tok = make_tokenizer(97, root / "tok")
+    torch.manual_seed(0)
+    save_pretrained(HookedTransformer(tiny_cfg(d_vocab=97)).eval(), root / "model", tokenizer=tok)
+    rng = random.Random(0)
+    data = root / "text.txt"
+    data.write_text("".join(" ".join(f"w{rng.randint(3, 96)}" for _ in range(40)) + "\n<|endoftext|>\n"
+                            for _ in range(30)), encoding="utf-8")
+    model, tokenizer = load_model(str(root / "model"))
+    atlas = build_atlas(model, 1, str(root / "atlas"), k=4, data=str(data), batch=16, rows=12, ctx=32,
+                        tokenizer=tokenizer, progress=False, source="tiny")
+    return root, model, tokenizer, data, atlas
+
+
+def _dense(model, layer, u):
+    from bilinear_lens.decomposition.interaction import interaction_from_weights
+
+    w = bilinear_weights(model, layer, dtype=torch.float64)
+    Q = interaction_from_weights(w, u.double())
+    e, v = torch.linalg.eigh(Q)
+    order = e.abs().argsort(-1, descending=True)
+    return Q, e.gather(-1, order), v.gather(-1, order.unsqueeze(1).expand_as(v)).transpose(1, 2)
+
+
+def test_eigenpairs_equal_dense_eigh_truncated(setup):
+    _, model, _, _, atlas = setup
+    from bilinear_lens import eigendecompose
+
+    idx = list(range(0, len(atlas), 7))
+    eig = atlas.eigen(idx)
+    full = eigendecompose(model, 1, eig.directions.double(), k=None, dtype=torch.float64)
+    Q, e, v = _dense(model, 1, eig.directions)
+    assert torch.allclose(full.values, e)
+    ref = full.values[:, : atlas.k]
+    rel = (eig.values.double() - ref).abs() / ref.abs()
+    assert rel.max() < 1e-5
+    # vectors, where the spectrum is separated (relative gap to both neighbours > 1e-2)
+    gaps = (full.values[:, :-1] - full.values[:, 1:]).abs() / full.values[:, :1].abs()
+    sep = torch.minimum(torch.cat([torch.full_like(gaps[:, :1], 1.0), gaps[:, : atlas.k - 1]], 1), gaps[:, : atlas.k]) > 1e-2
+    cos = (eig.vectors.double() * full.vectors[:, : atlas.k]).sum(-1).abs()
+    assert sep.sum() > len(idx)  # the check is not vacuous
+    assert cos[sep].min() > 0.9999
+    # every returned pair is certified by its full-space residual
+    V = eig.vectors.double()
+    r = (torch.einsum("nij,nkj->nki", Q, V) - eig.values.double().unsqueeze(-1) * V).norm(dim=-1)
+    assert (r / e[:, :1].abs()).max() <= 1e-4 * 1.01
+    assert atlas.residuals().max() <= 1e-4
+
+
+def test_solver_float64_matches_and_counts(setup):
+    _, model, _, _, _ = setup
+    w = bilinear_weights(model, 0, dtype=torch.float64)
+    u = torch.randn(20, 32, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    res = certified_topk(w, u, 5, tol=1e-9)
+    _, e, _ = _dense(model, 0, u)
+    assert torch.allclose(res.values, e[:, :5], rtol=1e-8, atol=0)
+    assert bool(res.converged.all()) and res.residuals.max() <= 1e-9
+    with pytest.raises(ValueError, match="out of range"):
+        certified_topk(w, u, 33)
+
+
+def test_readings_and_summary_against_brute_force(setup):
+    _, model, _, _, atlas = setup
+    i = 11
+    ent = atlas.entry(i)
+    Q, e, _ = _dense(model, 1, ent["directions"][None])
+    assert torch.allclose(ent["fro"].double(), Q.norm(dim=(1, 2))[0], rtol=1e-5)
+    assert torch.allclose(ent["low_rank"].double(), e[0, :2].abs().sum(), rtol=1e-5)
+    assert torch.allclose(ent["energy"].double(), e[0, :4].square().sum() / e[0].square().sum(), rtol=1e-4)
+    x = model.blocks[1].ln2(model.W_E[None])[0].detach()  # every token through ln2 (direct path)
+    proj = ent["vectors"] @ x.T  # [k, V]
+    top = proj.abs().topk(10, dim=-1).indices
+    assert torch.equal(ent["tokens.direct.ids"].long(), top)
+    assert torch.allclose(ent["tokens.direct.proj"], proj.gather(-1, top), atol=1e-6)
+    W_U = model.W_U.detach()
+    logits = ent["directions"] @ (W_U - W_U.mean(1, keepdim=True))
+    assert torch.equal(ent["output.ids"].long(), logits.topk(10).indices)
+    # the vocab direction of token t is its centred unembedding column
+    assert torch.allclose(atlas.direction(i), W_U[:, i] - W_U.mean(1))
+
+
+def test_contexts_are_the_top_rows_by_brute_force(setup):
+    _, model, tokenizer, data, atlas = setup
+    from bilinear_lens.sae.cli import text_blocks
+
+    tokens = text_blocks(str(data), tokenizer, 32, max_rows=12)
+    _, cache = model.run_with_cache(tokens, names_filter="blocks.1.mlp.hook_in")
+    x = cache["blocks.1.mlp.hook_in"]  # [rows, ctx, d]: all activations, fine at this size
+    for i in (0, 40, 96):
+        ent = atlas.entry(i)
+        acts = ent["values"] * (x @ ent["vectors"].T).square()  # [rows, ctx, k]
+        peak = acts.abs().amax(1)  # [rows, k]
+        for e in range(atlas.k):
+            rows = peak[:, e].topk(5).indices
+            assert torch.equal(ent["contexts.row"][e].long(), rows)
+            r, p = int(rows[0]), int(ent["contexts.pos"][e, 0])
+            assert torch.allclose(ent["contexts.act"][e, 0], acts[r, p, e], rtol=1e-5)
+            window = ent["contexts.acts"][e, 0]
+            assert torch.allclose(window[12], acts[r, p, e], rtol=1e-5)  # the peak sits after 12 tokens
+            assert int(ent["contexts.tokens"][e, 0, 12]) == int(tokens[r, p])
+
+
+def test_reader_lookup_rank_and_hooks(setup):
+    _, model, tokenizer, _, atlas = setup
+    import bilinear_lens as bl
+
+    assert len(atlas) == 97 and atlas.k == 4
+    i = atlas.for_token("w42")
+    assert atlas.labels[i] == "w42" and atlas.for_token(42) == i
+    order = atlas.rank(by="low_rank")
+    lr = atlas.summary("low_rank")
+    assert sorted(order) == list(range(97)) and bool((lr[order][:-1] >= lr[order][1:]).all())
+    with pytest.raises(KeyError, match="not SAE features"):
+        atlas.for_feature(3)
+    eig = atlas.eigen(i)
+    tokens = torch.randint(0, 97, (1, 8))
+    with bl.attach_eigenvectors(model, 1, eig.to(dtype=torch.float32)):
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_eig"))
+    assert cache["blocks.1.mlp.hook_eig"].shape == (1, 8, 1, 4)
+    again = Atlas.load(atlas.root)
+    assert torch.equal(again.eigen(i).vectors, eig.vectors)
+
+
+def _cli(args, env=None, launcher=None):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env or {})}
+    cmd = (launcher or [sys.executable, "-m", "bilinear_lens.cli"]) + ["atlas", *args, "--no-progress"]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _shards(root):
+    n = store.read_index(root)["n_shards"]
+    return [store.load_shard(root, i) for i in range(n)], [store.shard_js_path(root, i).read_bytes() for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def reference_run(setup):
+    root = setup[0]
+    args = ["--model", str(root / "model"), "--layer", "0", "--k", "3", "--batch", "16", "--warm", "8", "--top", "5"]
+    ref = root / "ref"
+    res = _cli([*args, "--out", str(ref)])
+    assert res.returncode == 0, res.stderr[-2000:]
+    return args, ref
+
+
+def test_kill_and_resume_give_the_same_atlas(setup, reference_run):
+    args, ref = reference_run
+    out = setup[0] / "killed"
+    res = _cli([*args, "--out", str(out)], env={"BILINEAR_LENS_ATLAS_KILL_AT": "3"})
+    assert res.returncode == -9
+    assert store.shard_done(out, 2) and not store.shard_done(out, 3)
+    res = _cli([*args, "--out", str(out)])
+    assert res.returncode == 1 and "--resume" in res.stderr  # refuses to silently continue
+    res = _cli([*args, "--out", str(out), "--resume"])
+    assert res.returncode == 0, res.stderr[-2000:]
+    (a, ja), (b, jb) = _shards(ref), _shards(out)
+    assert all(store.tensors_equal(x, y) for x, y in zip(a, b)) and ja == jb
+    assert (ref / "data" / "index.js").read_bytes() == (out / "data" / "index.js").read_bytes()
+    assert not list(out.rglob(".bl-tmp-*"))
+    res = _cli([*args, "--out", str(out), "--resume"])  # finished: verified and returned
+    assert res.returncode == 0
+
+
+def test_two_processes_give_the_same_atlas(setup, reference_run):
+    args, ref = reference_run
+    out = setup[0] / "two"
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    if not Path(torchrun).exists():
+        pytest.skip("torchrun not installed")
+    res = _cli([*args, "--out", str(out)], launcher=[torchrun, "--nproc_per_node", "2", "--master_port", "29517",
+                                                     "-m", "bilinear_lens.cli"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    (a, ja), (b, jb) = _shards(ref), _shards(out)
+    assert len(a) == 7 and all(store.tensors_equal(x, y) for x, y in zip(a, b)) and ja == jb
+
+
+def test_bad_inputs_are_one_line_errors(setup, capsys):
+    root = setup[0]
+    assert main(["atlas", "--model", str(root / "model"), "--layer", "1", "--out", str(root / "bad"),
+                 "--directions", "words", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "--directions 'words' is not one of" in err and len(err.strip().splitlines()) == 1
+    assert not (root / "bad").exists()
+    assert main(["atlas", "--model", str(root / "model"), "--layer", "1", "--out", str(root / "bad"),
+                 "--directions", "diff:w5,zz zz", "--no-progress"]) == 1
+    assert "not one" in capsys.readouterr().err
+    tokens = root / "toks.txt"
+    tokens.write_text("w5\n#7\n", encoding="utf-8")
+    assert main(["atlas", "--model", str(root / "model"), "--layer", "1", "--out", str(root / "toks"),
+                 "--directions", f"tokens:{tokens}", "--k", "2", "--no-progress"]) == 0
+    a = Atlas.load(root / "toks")
+    assert a.labels == ["w5", "w7"] and a.for_token("w7") == 1
+
+
+def test_sae_directions_and_input_alignment(setup):
+    root, model, tokenizer, _, _ = setup
+    from test_sae_metrics import make_sae
+
+    sae_out, sae_in = make_sae(32, 12, "blocks.1.hook_mlp_out", seed=1), make_sae(32, 20, "blocks.1.mlp.hook_in", seed=2)
+    sae_out.save_model(str(root / "sae_out"))
+    sae_in.save_model(str(root / "sae_in"))
+    a = build_atlas(model, 1, str(root / "atlas_sae"), directions=f"sae:{root / 'sae_out'}", k=3, top=5,
+                    sae_in=str(root / "sae_in"), tokenizer=tokenizer, progress=False, warm=0)
+    assert len(a) == 12 and a.labels[4] == "feature 4" and a.for_feature(4) == 4
+    assert torch.allclose(a.direction(4), sae_out.W_enc.detach()[:, 4])
+    ent = a.entry(4)
+    D = sae_in.W_dec.detach()
+    cos = (ent["vectors"] / ent["vectors"].norm(dim=-1, keepdim=True)) @ (D / D.norm(dim=-1, keepdim=True)).T
+    top = cos.abs().topk(5, dim=-1).indices
+    assert torch.equal(ent["sae_in.ids"].long(), top)
+    assert torch.allclose(ent["sae_in.cos"], cos.gather(-1, top), atol=1e-6)
+    with pytest.raises(KeyError, match="not tokens"):
+        a.for_token("w5")
