@@ -60,7 +60,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                             "first checkpoint)")
     p.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bar")
     p.add_argument("--quiet", dest="no_progress", action="store_true", help=argparse.SUPPRESS)  # old name
-    from bilinear_lens.image.sweeps.cli import add_sweep_arguments
+    from bilinear_lens.image.sweep_cli import add_sweep_arguments
 
     add_sweep_arguments(p)
     p.set_defaults(func=run_mnist)
@@ -68,7 +68,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def run_mnist(args: argparse.Namespace) -> int:
     if getattr(args, "sweep", None):
-        from bilinear_lens.image.sweeps.cli import run_sweep_command
+        from bilinear_lens.image.sweep_cli import run_sweep_command
 
         return run_sweep_command(args)
     from bilinear_lens.image.study import StudyConfig, run_study

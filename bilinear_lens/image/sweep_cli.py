@@ -1,4 +1,4 @@
-"""The ``--sweep`` / ``--quick`` options of ``bilinear-lens mnist`` (kept apart from the study's options)."""
+"""The ``--sweep`` / ``--quick`` options of ``bilinear-lens mnist`` (light: the sweeps are imported only to run one)."""
 
 from __future__ import annotations
 
