@@ -26,7 +26,6 @@ def load_pretrained(path: Union[str, Path], processing: bool = True, scale_attn:
     from bilinear_lens.registration import has_hooked_transformer, transformer_lens_version
 
     if not has_hooked_transformer():
-        from bilinear_lens.checkpoints.hf_config import CheckpointError
 
         raise CheckpointError(
             f"load_pretrained builds a HookedTransformer, which TransformerLens {transformer_lens_version()} no "

@@ -41,8 +41,16 @@ def tokens_digest(tokens: torch.Tensor) -> str:
 
 def check_trained_on(sae_dir: Union[str, Path], identity: Dict[str, Any], flag: str) -> None:
     """Refuse (one line) an SAE folder not trained by ``train-sae`` on this model (its hook is
-    checked by :func:`bilinear_lens.sae.compare.check_sae`)."""
+    checked by :func:`bilinear_lens.sae.compare.check_sae`). A finished ``import-sae`` folder (a
+    published SAE, whose model is not recorded) is accepted with a warning."""
     doc = read_run_file(Path(sae_dir))
+    if doc is not None and doc.get("kind") == "import-sae" and doc.get("finished"):
+        import warnings
+
+        warnings.warn(f"{flag} {sae_dir} is a published SAE imported with `bilinear-lens import-sae`: the model "
+                      "it was trained on is not recorded, so only its hook and width are checked; use it with "
+                      "the published model it belongs to.", stacklevel=2)
+        return
     if doc is None or doc.get("kind") != KIND or not doc.get("finished"):
         raise RunError(f"{flag} {sae_dir} holds no record of the model it was trained on (it was not "
                        "written by a finished bilinear-lens train-sae run); train it with "
