@@ -10,8 +10,8 @@ TransformerLens (``bilinear-lens --help`` stays fast); every public name is impo
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+
+from bilinear_lens._lazy import lazy_getattr
 
 from bilinear_lens._after_import import after_import
 from bilinear_lens.checkpoints.hf_config import CheckpointError
@@ -84,13 +84,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'bilinear_lens' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("bilinear_lens", _LAZY, globals())
 
 
 def __dir__() -> list:

@@ -6,8 +6,8 @@ imported on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+
+from bilinear_lens._lazy import lazy_getattr
 
 from bilinear_lens.checkpoints.hf_config import CheckpointError, read_config
 from bilinear_lens.checkpoints.target import MODEL_MARKER, check_model_target
@@ -23,13 +23,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'bilinear_lens.checkpoints' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("bilinear_lens.checkpoints", _LAZY, globals())
 
 
 

@@ -73,16 +73,23 @@ def _train_config(args: argparse.Namespace) -> Any:
     return cfg
 
 
-def _train_sae(args: argparse.Namespace) -> int:
-    from bilinear_lens.sae.train import train_sae
-
+def _start(args: argparse.Namespace, make_config: Any) -> Tuple[Any, Any, Any]:
+    """What both commands do first: every option checked, ``--out`` checked, threads set, then the model
+    loaded. Returns ``(config, model, tokenizer)``."""
     if args.resume and args.overwrite:
         raise RunError("--resume and --overwrite contradict each other; pass one of them.")
-    cfg = _train_config(args)
+    cfg = make_config(args)
     check_out_path(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tokenizer = load_model(args.model)
+    return cfg, model, tokenizer
+
+
+def _train_sae(args: argparse.Namespace) -> int:
+    from bilinear_lens.sae.train import train_sae
+
+    cfg, model, tokenizer = _start(args, _train_config)
     cfg.check(model.cfg.n_layers)
     cfg.context_size = min(args.context, model.cfg.n_ctx)
     rows = -(-args.tokens // cfg.context_size)
@@ -119,13 +126,7 @@ def _compare(args: argparse.Namespace) -> int:
     from bilinear_lens.sae.identity import check_trained_on, model_identity
     from bilinear_lens.sae.pipeline import run_compare, sae_info
 
-    if args.resume and args.overwrite:
-        raise RunError("--resume and --overwrite contradict each other; pass one of them.")
-    cfg = _compare_config(args)
-    check_out_path(args.out)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model, tokenizer = load_model(args.model)
+    cfg, model, tokenizer = _start(args, _compare_config)
     check_int("--layer", args.layer, 0, model.cfg.n_layers - 1)
     ident = model_identity(model)
     saes, digests = [], {}
