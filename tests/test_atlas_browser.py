@@ -9,6 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import needs_hooked
+
+# The atlas builds its fixtures as HookedTransformers (TransformerLens 4.x has none): on 4.x these skip,
+# until the atlas loads models through the TransformerBridge (issue 14).
+pytestmark = needs_hooked
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
