@@ -38,9 +38,9 @@ def load_source(src: str, device: str) -> Tuple[Any, Any]:
 def _run(args: argparse.Namespace) -> int:
     from bilinear_lens.atlas.build import build_atlas
     from bilinear_lens.atlas.directions import check_spec
+    from bilinear_lens.runs import check_resume_overwrite
 
-    if args.resume and args.overwrite:
-        raise ValueError("--resume and --overwrite contradict each other; pass one of them.")
+    check_resume_overwrite(args.resume, args.overwrite)
     if args.device.startswith("cuda"):
         import torch
 

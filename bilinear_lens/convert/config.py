@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Optional
 
-from bilinear_lens.runs import RunError, check_float, check_int
+from bilinear_lens.runs import RunError, check_float, check_int, check_resume_overwrite
 
 # Fields that do not change what a run computes (a resumed run may differ in them).
 _NOT_IDENTITY = ("out", "resume", "overwrite", "fail_at_step", "checkpoint_every", "eval_every",
@@ -59,8 +59,7 @@ class ConvertConfig:
 
     def check(self) -> None:
         """One-line :class:`RunError` naming the option (its ``convert`` flag) and its range."""
-        if self.resume and self.overwrite:
-            raise RunError("--resume and --overwrite contradict each other; pass one of them.")
+        check_resume_overwrite(self.resume, self.overwrite)
         for flag, value, lo in (("--tokens", self.tokens, 1), ("--val-stories", self.val_stories, 1),
                                 ("--val-max-len", self.val_max_len, 2), ("--seq-len", self.seq_len, 2),
                                 ("--batch-size", self.batch_size, 1), ("--grad-accum", self.grad_accum, 1),

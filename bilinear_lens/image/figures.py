@@ -71,14 +71,16 @@ def log_percent_axis(ax: "plt.Axes") -> None:
     ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
-def _pattern(ax: "plt.Axes", image: np.ndarray, size: int) -> None:
+def draw_pattern(ax: "plt.Axes", image: np.ndarray, size: int) -> None:
+    """One diverging-colour tile, centred at 0 and scaled to its own ``max |value|``; no ticks."""
     vmax = float(np.abs(image).max()) or 1.0
     ax.imshow(image.reshape(size, size), cmap=CMAP, vmin=-vmax, vmax=vmax)
     ax.set_xticks([])
     ax.set_yticks([])
 
 
-def _gray(ax: "plt.Axes", image: np.ndarray, size: int) -> None:
+def draw_gray(ax: "plt.Axes", image: np.ndarray, size: int) -> None:
+    """One grayscale tile of pixels in [0, 1] (ink dark); no ticks."""
     ax.imshow(image.reshape(size, size), cmap="gray_r", vmin=0, vmax=1)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -240,7 +242,7 @@ def hosvd_figure(h: HOSVD, values: Tensor, pixels: Tensor, class_names: Sequence
         ax.set_ylabel(f"σ{s + 1}={float(h.singular_values[s]):.2f}", fontsize=8)
         ax.tick_params(labelsize=7)
         for j, (i, name) in enumerate(((0, "top +"), (1, "top −"))):
-            _pattern(axes[s, 1 + j], pix[s, i], size)
+            draw_pattern(axes[s, 1 + j], pix[s, i], size)
             axes[s, 1 + j].set_title(f"{name} λ={vals[s, i]:+.2f}", fontsize=7, pad=2)
     axes[0, 0].set_title("class coefficients σ_s a_s (logit use of the component)", fontsize=8)
     fig.suptitle("HOSVD of the class outputs: top singular components and their eigenvectors "
@@ -277,7 +279,7 @@ def tree_figure(tree: EigenTree, pixel_fn, class_names: Sequence[str], path: Pat
         pix = pixel_fn(torch.stack([ch.vector for ch in children])).detach().cpu().numpy() if children else []
         for j in range(k):
             if j < len(children):
-                _pattern(axes[row, 1 + j], pix[j], size)
+                draw_pattern(axes[row, 1 + j], pix[j], size)
                 axes[row, 1 + j].set_title(f"λ={children[j].value:+.2f}", fontsize=7, pad=2)
             else:
                 axes[row, 1 + j].axis("off")

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from jaxtyping import Int
 from tqdm.auto import tqdm
 
-from bilinear_lens.runs import (RunError, RunFolder, check_float, check_int, open_run, require_finite_loss,
-                                rng_state, set_rng_state)
+from bilinear_lens.runs import (RunError, RunFolder, check_float, check_int, check_resume_overwrite, open_run,
+                                require_finite_loss, rng_state, set_rng_state)
 from bilinear_lens.language import checkpoint as ckpt
 from bilinear_lens.language.data import check_source, load_tokens, token_blocks
 from bilinear_lens.language.model import LMShape, build_model, count_params, trainable
@@ -89,8 +89,7 @@ class LMTrainConfig:
 
     def check(self) -> None:
         """One-line :class:`RunError` naming the option (its ``train-lm`` flag) and its range."""
-        if self.resume and self.overwrite:
-            raise RunError("--resume and --overwrite contradict each other; pass one of them.")
+        check_resume_overwrite(self.resume, self.overwrite)
         from bilinear_lens.language.model import check_shape
 
         if self.max_tokens is not None and self.epochs is not None:

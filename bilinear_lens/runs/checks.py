@@ -3,6 +3,7 @@
     check_int("--seq-len", v, minimum=1)              one-line RunError naming the option and range
     check_float("--lr", v, minimum=0, inclusive=False)
     require_finite(tensors, what="model.safetensors")  names the first tensor holding NaN or inf
+    check_resume_overwrite(resume, overwrite)          the two run-folder flags are exclusive
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ def check_float(name: str, value: Optional[float], minimum: Optional[float] = No
     if bad:
         raise RunError(f"{name} must be {_range(minimum, maximum, lo_inc, hi_inc)}, got {value}.")
     return float(value)
+
+
+def check_resume_overwrite(resume: bool, overwrite: bool) -> None:
+    """``--resume`` continues a run and ``--overwrite`` replaces it: asking for both is refused."""
+    if resume and overwrite:
+        raise RunError("--resume and --overwrite contradict each other; pass one of them.")
 
 
 def _range(lo, hi, lo_inc: bool = True, hi_inc: bool = True) -> str:

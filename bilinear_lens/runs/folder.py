@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 from bilinear_lens.runs.atomic import atomic_dir, remove_temporaries, write_json
+from bilinear_lens.runs.checks import check_resume_overwrite
 from bilinear_lens.runs.errors import RunError
 from bilinear_lens.runs.state import load_state, save_state
 
@@ -287,8 +288,7 @@ def open_run(out: PathLike, kind: str, identity: Dict[str, Any], *, resume: bool
     The returned :class:`RunFolder` is a context manager; ``run.resuming`` says whether an earlier
     run is continued, ``run.finished`` whether it had finished (its files verified).
     """
-    if resume and overwrite:
-        raise RunError("--resume and --overwrite contradict each other; pass one of them.")
+    check_resume_overwrite(resume, overwrite)
     out = check_out_path(out, flag)
     identity = _normal(identity)
     _classify(out, kind, flag)  # refuse foreign folders before writing anything

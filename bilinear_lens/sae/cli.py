@@ -13,7 +13,7 @@ from typing import Any, Optional, Tuple
 
 import torch
 
-from bilinear_lens.runs import RunError, check_int, check_out_path
+from bilinear_lens.runs import RunError, check_int, check_out_path, check_resume_overwrite
 
 
 def load_model(path: str, flag: str = "--model") -> Tuple[Any, Any]:
@@ -76,8 +76,7 @@ def _train_config(args: argparse.Namespace) -> Any:
 def _start(args: argparse.Namespace, make_config: Any) -> Tuple[Any, Any, Any]:
     """What both commands do first: every option checked, ``--out`` checked, threads set, then the model
     loaded. Returns ``(config, model, tokenizer)``."""
-    if args.resume and args.overwrite:
-        raise RunError("--resume and --overwrite contradict each other; pass one of them.")
+    check_resume_overwrite(args.resume, args.overwrite)
     cfg = make_config(args)
     check_out_path(args.out)
     if args.threads:

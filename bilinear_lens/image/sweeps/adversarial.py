@@ -24,7 +24,7 @@ from torch import Tensor
 
 from bilinear_lens.decomposition.eigen import eigendecompose
 from bilinear_lens.image.data import ImageData, ImageSplit
-from bilinear_lens.image.figures import CMAP, per_tile_colorbar, save_figure
+from bilinear_lens.image.figures import draw_gray, draw_pattern, per_tile_colorbar, save_figure
 from bilinear_lens.image.model import BilinearClassifier, eigenvector_pixels
 from bilinear_lens.image.sweeps import plots
 from bilinear_lens.image.sweeps.common import Recipe, train_member, write_sweep_index
@@ -161,15 +161,12 @@ def masks_figure(name: str, model: BilinearClassifier, masks: Tensor, top: Tenso
         pred = int(model.predict((x + s * masks[c, 0])[None])[0])
         for j, p in enumerate(pics):
             ax = axes[c, j]
-            img = p.reshape(28, 28).numpy()
+            img = p.numpy()
             if j == 3:
-                ax.imshow(np.clip(img, 0, 1), cmap="gray_r", vmin=0, vmax=1)
+                draw_gray(ax, np.clip(img, 0, 1), 28)
                 ax.set_title(f"pred {pred}", fontsize=6.5, pad=1, color="tab:red" if pred == c else "k")
             else:
-                v = float(np.abs(img).max()) or 1.0
-                ax.imshow(img / v, cmap=CMAP, vmin=-1, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
+                draw_pattern(ax, img, 28)
             if c == 0:
                 ax.set_title(heads[j] + (f"\npred {pred}" if j == 3 else ""), fontsize=6.5,
                              color="tab:red" if j == 3 and pred == c else "k")

@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from bilinear_lens.image.figures import CMAP, per_tile_colorbar, save_figure  # noqa: E402
+from bilinear_lens.image.figures import draw_gray, draw_pattern, per_tile_colorbar, save_figure  # noqa: E402
 
 PathLike = Union[str, Path]
 
@@ -40,14 +40,7 @@ def tile_grid(pics: Tensor, row_labels: Sequence[str], col_labels: Sequence[str]
     for r in range(R):
         for c in range(C):
             ax = axes[r, c]
-            img = p[r, c].reshape(size, size)
-            if gray:
-                ax.imshow(img, cmap="gray_r", vmin=0, vmax=1)
-            else:
-                vmax = float(np.abs(img).max()) or 1.0
-                ax.imshow(img / vmax, cmap=CMAP, vmin=-1, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            (draw_gray if gray else draw_pattern)(ax, p[r, c], size)
             if r == 0:
                 ax.set_title(col_labels[c], fontsize=7)
             if c == 0:
