@@ -72,7 +72,7 @@ _LAZY = {
     "interaction_matrices": "bilinear_lens.decomposition.interaction",
     "eigendecompose": "bilinear_lens.decomposition.eigen",
     "Eigendecomposition": "bilinear_lens.decomposition.eigen",
-    "truncated_mlp": "bilinear_lens.decomposition.truncation",
+    "truncated_mlp": "bilinear_lens.hooks.truncation",
     "hosvd": "bilinear_lens.decomposition.hosvd",
     "HOSVD": "bilinear_lens.decomposition.hosvd",
     "eigen_tree": "bilinear_lens.decomposition.tree",

@@ -33,7 +33,7 @@ def setup(tmp_path_factory):
     from transformer_lens import HookedTransformer
 
     from bilinear_lens import save_pretrained
-    from bilinear_lens.sae.cli import load_model
+    from bilinear_lens.loading import load_model_and_tokenizer as load_model
     from conftest import make_tokenizer, tiny_cfg
 
     root = tmp_path_factory.mktemp("atlas")
@@ -119,7 +119,7 @@ def test_readings_and_summary_against_brute_force(setup):
 
 def test_contexts_are_the_top_rows_by_brute_force(setup):
     _, model, tokenizer, data, atlas = setup
-    from bilinear_lens.sae.cli import text_blocks
+    from bilinear_lens.text.tokens import text_blocks
 
     tokens = text_blocks(str(data), tokenizer, 32, max_rows=12)
     _, cache = model.run_with_cache(tokens, names_filter="blocks.1.mlp.hook_in")

@@ -7,7 +7,7 @@ import torch
 from conftest import needs_hooked
 
 from bilinear_lens import eigendecompose, interaction_matrices
-from bilinear_lens.decomposition.implicit_synthetic import BilinearStack, trained_like_layer
+from bilinear_lens.testing import BilinearStack, trained_like_layer
 from bilinear_lens.decomposition.interaction import interaction_from_weights, interaction_matvec, output_scales
 from bilinear_lens.decomposition.lanczos import lanczos_topk, lanczos_topk_info
 from bilinear_lens.decomposition.weights import bilinear_weights

@@ -4,7 +4,6 @@ architectures, truncated or non-finite weights; pytorch_model.bin is never unpic
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest

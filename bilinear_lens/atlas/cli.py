@@ -20,7 +20,7 @@ from typing import Any, Tuple
 def load_source(src: str, device: str) -> Tuple[Any, Any]:
     """A HookedTransformer and its tokenizer from a folder or a ``from_pretrained`` name."""
     if Path(src).is_dir():
-        from bilinear_lens.sae.cli import load_model
+        from bilinear_lens.loading import load_model_and_tokenizer as load_model
 
         return load_model(src)
     if Path(src).exists():

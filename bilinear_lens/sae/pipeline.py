@@ -9,7 +9,6 @@ run is then marked finished (files verified on ``--resume``).
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -18,32 +17,13 @@ from jaxtyping import Int
 from torch import Tensor
 
 from bilinear_lens.sae import figures
-from bilinear_lens.sae.compare import (DEFAULT_KS, check_sae, collect_activations, feature_interactions,
+from bilinear_lens.sae.config import CompareConfig
+from bilinear_lens.sae.compare import (check_sae, collect_activations, feature_interactions,
                                        interaction_stats, interaction_summary, lowrank_correlation, match_eigenvectors,
                                        top_contexts)
-from bilinear_lens.runs import RunError, check_int, open_run, write_json
+from bilinear_lens.runs import open_run, write_json
 from bilinear_lens.runs.atomic import temp_sibling
 from bilinear_lens.sae.evals import read_evals
-
-
-@dataclass
-class CompareConfig:
-    """Settings of ``compare``. ``feature``: the output feature shown side by side (default: the
-    qualifying feature with the largest top-2 ``|lambda|``); ``token``: also decompose the output
-    direction of this token (``W_U[:, t] - mean_t' W_U[:, t']``)."""
-
-    layer: int
-    ks: Sequence[int] = DEFAULT_KS
-    min_active: int = 10
-    n_show: int = 4
-    top_interactions: int = 15
-    n_eig: int = 6
-    n_align: int = 3
-    n_contexts: int = 5
-    feature: Optional[int] = None
-    token: Optional[str] = None
-    batch_size: int = 16
-    extra: Dict[str, Any] = field(default_factory=dict)
 
 
 def _decode(tokenizer: Any, ids: List[int]) -> List[str]:
@@ -109,11 +89,10 @@ def run_compare(model: Any, sae_in: Any, sae_out: Any, tokens: Int[Tensor, "n_ro
 
     from bilinear_lens.sae.identity import tokens_digest
 
-    check_compare_config(cfg)
+    cfg.check()
     check_sae(model, cfg.layer, sae_in, "in")
     check_sae(model, cfg.layer, sae_out, "out")
-    ident = {"config": {k: v for k, v in asdict(cfg).items() if k != "extra"}, "tokens": tokens_digest(tokens),
-             **(identity or {})}
+    ident = {"config": cfg.identity(), "tokens": tokens_digest(tokens), **(identity or {})}
     with open_run(out, "compare", ident, resume=resume, overwrite=overwrite, inputs=inputs,
                   owned=None) as run:
         if run.finished:
@@ -126,19 +105,6 @@ def run_compare(model: Any, sae_in: Any, sae_out: Any, tokens: Int[Tensor, "n_ro
         tmp.rmdir()
         run.finish()
     return metrics
-
-
-def check_compare_config(cfg: CompareConfig) -> None:
-    """One-line :class:`RunError` naming the option (its ``compare`` flag) and its range."""
-    check_int("--layer", cfg.layer, minimum=0)
-    check_int("--show", cfg.n_show, minimum=1)
-    check_int("--feature", cfg.feature, minimum=0)
-    for name in ("min_active", "top_interactions", "n_eig", "n_align", "n_contexts", "batch_size"):
-        check_int(name, getattr(cfg, name), minimum=1)
-    if not cfg.ks:
-        raise RunError("--ks needs at least one k, such as 1,2,4,8.")
-    for k in cfg.ks:
-        check_int("--ks", k, minimum=1)
 
 
 def _analyse(model: Any, sae_in: Any, sae_out: Any, tokens: Tensor, tmp: Path, cfg: CompareConfig,
@@ -165,7 +131,7 @@ def _analyse(model: Any, sae_in: Any, sae_out: Any, tokens: Tensor, tmp: Path, c
 
     metrics: Dict[str, Any] = dict(info or {})
     metrics.update({"layer": L, "n_tokens": int(len(acts.x)), "n_rows": int(tokens.shape[0]),
-                    "context": int(tokens.shape[1]), "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
+                    "context": int(tokens.shape[1]), "config": cfg.identity(),
                     "sae": metrics.get("sae", {}), "lowrank_correlation": summary})
     figs: Dict[str, str] = {}
     frac = summary["frac_above_0.75"]
