@@ -18,7 +18,7 @@ from bilinear_lens.atlas import store
 from bilinear_lens.cli import main
 from bilinear_lens.decomposition.weights import bilinear_weights
 
-from conftest import needs_hooked
+from tests.conftest import needs_hooked
 
 # The atlas builds its fixtures as HookedTransformers (TransformerLens 4.x has none): on 4.x these skip,
 # until the atlas loads models through the TransformerBridge (issue 14).
@@ -34,7 +34,7 @@ def setup(tmp_path_factory):
 
     from bilinear_lens import save_pretrained
     from bilinear_lens.loading import load_model_and_tokenizer as load_model
-    from conftest import make_tokenizer, tiny_cfg
+    from tests.conftest import make_tokenizer, tiny_cfg
 
     root = tmp_path_factory.mktemp("atlas")
     tok = make_tokenizer(97, root / "tok")
@@ -231,7 +231,7 @@ def test_bad_inputs_are_one_line_errors(setup, capsys):
 
 def test_sae_directions_and_input_alignment(setup):
     root, model, tokenizer, _, _ = setup
-    from test_sae_metrics import make_sae
+    from tests.test_sae_metrics import make_sae
 
     sae_out, sae_in = make_sae(32, 12, "blocks.1.hook_mlp_out", seed=1), make_sae(32, 20, "blocks.1.mlp.hook_in", seed=2)
     sae_out.save_model(str(root / "sae_out"))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import needs_hooked
+from tests.conftest import needs_hooked
 
 # The atlas builds its fixtures as HookedTransformers (TransformerLens 4.x has none): on 4.x these skip,
 # until the atlas loads models through the TransformerBridge (issue 14).
@@ -35,7 +35,7 @@ def atlas_dir(tmp_path_factory):
     from transformer_lens import HookedTransformer
 
     from bilinear_lens.atlas import build_atlas
-    from conftest import make_tokenizer, tiny_cfg
+    from tests.conftest import make_tokenizer, tiny_cfg
 
     root = tmp_path_factory.mktemp("atlas_page")
     tok = make_tokenizer(97, root / "tok")

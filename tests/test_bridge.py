@@ -11,7 +11,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import make_llama_dir
+from tests.conftest import make_llama_dir
 from transformer_lens.model_bridge import TransformerBridge
 
 import bilinear_lens as bl

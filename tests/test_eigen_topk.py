@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import needs_hooked
+from tests.conftest import needs_hooked
 
 from bilinear_lens import eigendecompose, interaction_matrices
 from bilinear_lens.testing import BilinearStack, trained_like_layer
@@ -213,7 +213,7 @@ def test_full_spectrum_activations_sum_to_mlp_output(dtype, kind, bias):
 def test_exactness_on_hooked_transformer_hook_in(fold_ln):
     from transformer_lens import HookedTransformer
 
-    from conftest import tiny_cfg
+    from tests.conftest import tiny_cfg
 
     torch.manual_seed(0)
     model = HookedTransformer(tiny_cfg(dtype=torch.float64)).eval()

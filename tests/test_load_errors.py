@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_llama_dir
+from tests.conftest import make_llama_dir
 from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer
 

@@ -21,7 +21,7 @@ def setup(tmp_path_factory):
 
     from bilinear_lens import save_pretrained
     from bilinear_lens.language.tokenizer import train_tokenizer_from_texts
-    from conftest import tiny_cfg
+    from tests.conftest import tiny_cfg
 
     root = tmp_path_factory.mktemp("sae_cli")
     rng = random.Random(0)
@@ -105,7 +105,7 @@ def test_compare_refuses_saes_of_another_model(setup, tmp_path, capsys):
 
     from bilinear_lens import save_pretrained
     from bilinear_lens.language.tokenizer import load_tokenizer
-    from conftest import tiny_cfg
+    from tests.conftest import tiny_cfg
 
     root, data = setup
     tok = load_tokenizer(root / "model")

@@ -139,7 +139,25 @@ def _analyse(model: Any, sae_in: Any, sae_out: Any, tokens: Tensor, tmp: Path, c
     figures.lowrank_hist(lr.corr.numpy(), lr.ks, tmp / "lowrank_hist.png")
     figs["lowrank"] = ["lowrank_curve.png", "lowrank_hist.png"]
 
-    # 1. feature interaction matrices in SAE bases
+    metrics["interactions"] = _interaction_section(model, L, sae_in, W_enc, lr, shown, pos_of, cfg, tmp)
+    metrics["matching"] = _matching_section(lr, sae_in, tmp)
+    # 4. side by side
+    sbs = [_side_by_side(model, L, W_enc.T[shown[0]], f"output feature {shown[0]}", acts, sae_in, cfg,
+                         tokenizer, shown[0])]
+    if cfg.token is not None:
+        sbs.append(_side_by_side(model, L, token_direction(model, tokenizer, cfg.token),
+                                 f"token direction {cfg.token!r}", acts, sae_in, cfg, tokenizer, None))
+    metrics["side_by_side"] = sbs
+    metrics["figures"] = figs
+    write_json(tmp / "metrics.json", metrics)
+    write_report(tmp / "index.html", metrics)
+    return metrics
+
+
+def _interaction_section(model: Any, L: int, sae_in: Any, W_enc: Tensor, lr: Any, shown: List[int],
+                         pos_of: Dict[int, int], cfg: CompareConfig, tmp: Path) -> Dict[str, Any]:
+    """1. Feature interaction matrices in SAE bases: statistics over every scored output feature, and a heatmap
+    for each shown one."""
     stats: Dict[str, List[float]] = {}
     for part in lr.features.split(32):
         for key, v in interaction_stats(feature_interactions(model, L, sae_in, W_enc.T[part]),
@@ -157,18 +175,17 @@ def _analyse(model: Any, sae_in: Any, sae_out: Any, tokens: Tensor, tmp: Path, c
         s.update({"feature": f, "figure": name, "eigenvalues_top8": [float(v) for v in vals[:8]],
                   "lowrank_corr": lr.corr[pos_of[f]].tolist() if f in pos_of else None})
         shown_items.append(s)
-    metrics["interactions"] = {
-        "features": shown_items,
-        "all_features": {key: _mean(v) for key, v in stats.items()},
-    }
+    return {"features": shown_items, "all_features": {key: _mean(v) for key, v in stats.items()}}
 
-    # 3. eigenvectors matched to input-SAE decoder directions
+
+def _matching_section(lr: Any, sae_in: Any, tmp: Path) -> Dict[str, Any]:
+    """3. Eigenvectors matched to input-SAE decoder directions (against random directions)."""
     n_keep = lr.vectors.shape[1]
     match = match_eigenvectors(lr.vectors.reshape(-1, lr.vectors.shape[-1]), sae_in.W_dec)
     eig_max = match["eigen"]["max_cos"].reshape(-1, n_keep)
     rnd_max = match["random"]["max_cos"]
     figures.matching_hist(eig_max[:, 0].numpy(), rnd_max.reshape(-1, n_keep)[:, 0].numpy(), tmp / "matching.png")
-    metrics["matching"] = {
+    return {
         "n_eigenvectors": int(eig_max.numel()), "d_sae_in": int(sae_in.W_dec.shape[0]),
         "mean_max_cos_by_rank": eig_max.mean(0).tolist(),
         "mean_max_cos": match["eigen"]["mean_max_cos"],
@@ -178,18 +195,6 @@ def _analyse(model: Any, sae_in: Any, sae_out: Any, tokens: Tensor, tmp: Path, c
         "frac_top1_above_0.5": float((eig_max[:, 0] > 0.5).float().mean()),
         "figure": "matching.png",
     }
-
-    # 4. side by side
-    sbs = [_side_by_side(model, L, W_enc.T[shown[0]], f"output feature {shown[0]}", acts, sae_in, cfg,
-                         tokenizer, shown[0])]
-    if cfg.token is not None:
-        sbs.append(_side_by_side(model, L, token_direction(model, tokenizer, cfg.token),
-                                 f"token direction {cfg.token!r}", acts, sae_in, cfg, tokenizer, None))
-    metrics["side_by_side"] = sbs
-    metrics["figures"] = figs
-    write_json(tmp / "metrics.json", metrics)
-    write_report(tmp / "index.html", metrics)
-    return metrics
 
 
 def _values_for(model: Any, layer: int, u: Tensor, k: int):

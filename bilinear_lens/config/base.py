@@ -1,48 +1,21 @@
-"""Settings of every command as nested dataclasses: one validation style, one way to the command line.
-
-A command's settings are a dataclass deriving from :class:`Config`; each field is declared with
-:func:`option`, which records its help text, its range or choices, and whether it defines the run::
-
-    @dataclass
-    class OptimConfig(Config):
-        lr: float = option(3e-3, "peak learning rate", minimum=0, inclusive=(False, True))
-        warmup: int = option(10, "linear warm-up steps", minimum=0)
-
-    @dataclass
-    class TrainConfig(Config):
-        data: str = option(help="training text")                      # required
-        optim: OptimConfig = nested(OptimConfig)                       # a config inside a config
-        progress: bool = option(True, "progress bar", identity=False)  # --no-progress
-
-The same name serves everywhere: field ``warmup`` is ``--warmup`` on the command line
-(:func:`add_arguments` / :func:`from_args`), ``"warmup"`` in ``to_dict()`` and in ``run.json``'s identity
-(``identity()``: every field but those declared ``identity=False``). Nested configs contribute their
-fields' flags directly (``--lr``, not ``--optim-lr``), so a leaf name is unique within a command.
-
-``check()`` validates every field against its declaration (one-line :class:`~bilinear_lens.runs.RunError`
-naming the flag, its range and the value), recurses into nested configs, then calls ``_check()``, where a
-config states rules that tie fields together. ``to_dict()`` / ``from_dict()`` round-trip exactly (tuples
-included); ``from_dict`` refuses unknown keys by name.
-"""
+"""The base of every settings dataclass: :func:`option` declarations, :class:`Config` (validation,
+dictionaries, identity, flat access by flag name). See :mod:`bilinear_lens.config`."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import typing
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type, TypeVar, Union
 
-from bilinear_lens.runs.checks import check_float, check_int, check_resume_overwrite
+from bilinear_lens.runs.checks import check_float, check_int
 from bilinear_lens.runs.errors import RunError
 
 C = TypeVar("C", bound="Config")
 _MISSING = dataclasses.MISSING
 
-__all__ = ["Config", "RunOptions", "add_arguments", "fields_of", "flag_name", "from_args", "nested", "option"]
+__all__ = ["C", "Config", "fields_of", "flag_name", "nested", "option"]
 
 
 def option(default: Any = _MISSING, help: str = "", *, minimum: Optional[float] = None,
@@ -268,70 +241,6 @@ def _is_text_typed(tp: Any) -> bool:
             or (origin is tuple and not fixed_tuple))
 
 
-def _argument(parser: argparse.ArgumentParser, f: dataclasses.Field, tp: Any, default: Any,
-              override: Dict[str, Any], aliases: Sequence[str] = ()) -> None:
-    meta, flag = f.metadata, flag_name(f.name)
-    base, _ = _strip_optional(tp)
-    default = override.get(f.name, default)
-    required = default is _MISSING or (default is None and meta.get("required", False))
-    text = meta.get("help", "")
-    names = [flag, *meta.get("aliases", ()), *aliases]
-    kw: Dict[str, Any] = {"dest": f.name}
-    if base is bool:
-        if default is True:
-            names[0] = flag_name("no_" + f.name)
-            kw.update(action="store_false", help=text or f"turn off {f.name}")
-        else:
-            kw.update(action="store_true", help=text)
-        parser.add_argument(names[0], default=bool(default), **kw)
-        for alias in names[1:]:
-            parser.add_argument(alias, **{**kw, "help": argparse.SUPPRESS})
-        return
-    origin = typing.get_origin(base)
-    if _is_text_typed(base):
-        dict_like = origin is dict or base is dict
-        kw.update(type=str, metavar="JSON" if dict_like else
-                  f"{[a for a in typing.get_args(base) if a is not Ellipsis][0].__name__.upper()},...")
-    elif origin is tuple:
-        kw.update(nargs=len(typing.get_args(base)), type=typing.get_args(base)[0])
-    else:
-        kw.update(type=base)
-    if meta.get("choices") is not None:
-        kw["choices"] = list(meta["choices"])
-    if required:
-        kw["required"] = True
-    else:
-        kw["default"] = default
-        shown = ",".join(map(str, default)) if isinstance(default, (tuple, list)) else default
-        if default is not None:
-            text = f"{text} (default: {shown})" if text else f"default: {shown}"
-    parser.add_argument(names[0], help=text.replace("%", "%%"), **kw)
-    for alias in names[1:]:
-        parser.add_argument(alias, help=argparse.SUPPRESS, **{k: v for k, v in kw.items() if k != "required"})
-
-
-def add_arguments(parser: argparse.ArgumentParser, cls: Type[Config], *, exclude: Sequence[str] = (),
-                  defaults: Optional[Dict[str, Any]] = None,
-                  aliases: Optional[Dict[str, Sequence[str]]] = None) -> None:
-    """One flag per command-line field of ``cls`` (nested configs flattened; module docstring).
-
-    ``exclude``: fields the command sets itself; ``defaults``: other defaults for this command;
-    ``aliases``: this command's older flag names of a field (hidden from ``--help``)."""
-    seen: Dict[str, str] = {}
-    for f, tp, default in _leaves(cls):
-        if f.name in exclude:
-            continue
-        if f.name in seen:
-            raise TypeError(f"{cls.__name__}: two fields are called {f.name!r}; flags must be unique.")
-        seen[f.name] = f.name
-        _argument(parser, f, tp, default, defaults or {}, (aliases or {}).get(f.name, ()))
-
-
-def from_args(cls: Type[C], args: argparse.Namespace, **given: Any) -> C:
-    """The config ``args`` describe (nested configs rebuilt from their flags); ``given`` overrides."""
-    return _build(cls, vars(args), given)
-
-
 def _build(cls: Type[C], values: Dict[str, Any], given: Dict[str, Any], default: Any = None,
            all_fields: bool = False) -> C:
     hints = _hints(cls)
@@ -373,32 +282,3 @@ def fields_of(cls: Type[Config]) -> List[str]:
     """Every leaf field name of ``cls`` (nested configs flattened)."""
     return [f.name for f, _, _ in _leaves(cls)]
 
-
-@dataclass
-class RunOptions(Config):
-    """How a command uses its run folder and the machine (never part of a run's identity)."""
-
-    out: Optional[str] = option(None, "run folder: new, empty, or a run of the same command", required=True)
-    resume: bool = option(False, "continue the run in --out from its last checkpoint (a finished run is verified "
-                          "and returned)")
-    overwrite: bool = option(False, "replace the run in --out (the old one is kept until the new one has its first "
-                             "checkpoint)")
-    progress: bool = option(True, "no progress bars")
-    threads: Optional[int] = option(1, "torch CPU threads (0: torch's default; 1 is fastest on a shared machine)",
-                                    minimum=0)
-
-    def _check(self) -> None:
-        check_resume_overwrite(self.resume, self.overwrite)
-
-    @contextmanager
-    def torch_threads(self) -> Iterator[None]:
-        """``torch.set_num_threads(threads)`` for the block (0/None: unchanged), then the caller's setting."""
-        import torch
-
-        before = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
