@@ -58,7 +58,7 @@ def _on_sae_lens() -> None:
 
 after_import("sae_lens", _on_sae_lens)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Public names defined in submodules, imported on first use (keeps `import bilinear_lens` fast).
 _LAZY = {
