@@ -21,7 +21,8 @@ to write into. It
 * on an error before any checkpoint, removes what it wrote (the folder itself if it created it) or,
   for an overwrite, puts the old run back.
 
-Layout of ``run.json``: ``{"bilinear_lens": "run/1", "kind", "version"?, "identity", "replacing"?, "finished"?}``
+Layout of ``run.json``: ``{"bilinear_lens": "run/1", "kind", "version"?, "release", "identity", "replacing"?,
+"finished"?}`` (``release``: the bilinear-lens version that wrote it)
 where ``finished`` is ``{"files": {relative path: [size, sha256]}}``.
 """
 
@@ -48,6 +49,12 @@ FORMAT = "run/1"
 _OURS = {RUN_FILE, LOCK_FILE, OLD_RUN}
 
 PathLike = Union[str, Path]
+
+
+def _release() -> str:
+    from bilinear_lens import __version__
+
+    return __version__
 
 
 def differences(old: Dict[str, Any], new: Dict[str, Any], prefix: str = "") -> List[str]:
@@ -195,7 +202,7 @@ class RunFolder:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _run_doc(self, **extra: Any) -> Dict[str, Any]:
-        doc = {"bilinear_lens": FORMAT, "kind": self.kind, "identity": self.identity, **extra}
+        doc = {"bilinear_lens": FORMAT, "kind": self.kind, "identity": self.identity, "release": _release(), **extra}
         if self.version != 1:
             doc["version"] = self.version
         return doc
@@ -341,8 +348,9 @@ def _open_locked(run: RunFolder, resume: bool, overwrite: bool, inputs: Iterable
     diff = differences(doc["identity"], run.identity)
     recorded = doc.get("version", 1)
     if recorded != run.version and not overwrite:
-        raise RunError(f"{flag} {out} holds a {run.kind} run of format {recorded}, written by another bilinear-lens "
-                       f"release; this one writes format {run.version} and cannot continue it: finish it with the "
+        by = f"bilinear-lens {doc['release']}" if doc.get("release") else "another bilinear-lens release"
+        raise RunError(f"{flag} {out} holds a {run.kind} run of format {recorded}, written by {by}; this release "
+                       f"({_release()}) writes format {run.version} and cannot continue it: finish it with the "
                        "release that started it, or pass --overwrite to start again (or choose another folder).")
     if overwrite:
         inside = [str(p) for p in inputs if p is not None and _inside(p, out)]

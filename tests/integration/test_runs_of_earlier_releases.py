@@ -48,8 +48,9 @@ def test_an_unfinished_run_of_the_earlier_release_is_refused_then_replaced(comma
     for extra in (["--resume"], []):
         assert main(argv + extra) == 1
         lines = error_lines(capsys.readouterr().err)
-        assert len(lines) == 1 and f"holds a {kind} run of format 1, written by another bilinear-lens release" \
-            in lines[0] and "finish it with the release that started it, or pass --overwrite" in lines[0], lines
+        assert len(lines) == 1 and f"holds a {kind} run of format 1, written by another bilinear-lens release; " \
+            "this release (0.2.0) writes format 2" in lines[0] and "finish it with the release that started it, " \
+            "or pass --overwrite" in lines[0], lines
         assert files(out) == before  # untouched
     assert main(argv + ["--overwrite"]) == 0
     doc = json.loads((out / "run.json").read_text())
@@ -59,7 +60,8 @@ def test_an_unfinished_run_of_the_earlier_release_is_refused_then_replaced(comma
 def test_a_run_of_a_newer_format_is_refused_by_an_older_command(tmp_path):
     with open_run(tmp_path / "r", "thing", {"a": 1}, version=3):
         pass
-    with pytest.raises(RunError, match="holds a thing run of format 3.*this one writes format 2"):
+    with pytest.raises(RunError, match=r"holds a thing run of format 3, written by bilinear-lens 0\.2\.0; this "
+                       r"release \(0\.2\.0\) writes format 2"):
         open_run(tmp_path / "r", "thing", {"a": 1}, resume=True, version=2)
 
 
