@@ -16,7 +16,7 @@ Measures (``C`` classes, eigenvalues ``lambda [C, d]`` of the class interaction 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -26,6 +26,7 @@ from torch import Tensor
 
 from bilinear_lens.image.data import ImageSplit, load_data
 from bilinear_lens.image.model import ClassifierConfig
+from bilinear_lens.config import Config, option
 from bilinear_lens.image.config import TrainConfig
 from bilinear_lens.image.study import fit_in_run
 from bilinear_lens.image.train import accuracy
@@ -37,14 +38,14 @@ MEMBERS = "runs"
 
 
 @dataclass
-class Recipe:
+class Recipe(Config):
     """Training recipe shared by the members of a sweep (``ClassifierConfig`` + ``TrainConfig`` fields)."""
 
-    epochs: int = 10
-    batch_size: int = 100
-    lr: float = 3e-3
-    n_train: Optional[int] = None
-    n_test: Optional[int] = None
+    epochs: int = option(10, "epochs", minimum=1)
+    batch_size: int = option(100, "images per step", minimum=1)
+    lr: float = option(3e-3, "AdamW learning rate", minimum=0, inclusive=(False, True))
+    n_train: Optional[int] = option(None, "use only the first N training images", minimum=1)
+    n_test: Optional[int] = option(None, "use only the first N test images", minimum=1)
 
     def configs(self, d_hidden: int, seed: int, input_noise: float = 0.0, latent_noise: float = 0.0,
                 weight_decay: float = 0.0, residual: bool = False) -> Tuple[ClassifierConfig, TrainConfig]:
@@ -95,7 +96,8 @@ def best_match_cosine(a: Float[Tensor, "C R P"], b: Float[Tensor, "C M P"]) -> F
 
 def identity_of(name: str, recipe: Recipe, settings: Dict[str, Any], source_data: Optional[str]) -> Dict[str, Any]:
     """What defines a sweep's results (the run folder's identity)."""
-    return {"sweep": name, "recipe": asdict(recipe), "settings": settings, "data": source_data or "packaged-mnist10k"}
+    return {"sweep": name, "recipe": recipe.check().to_dict(), "settings": settings,
+            "data": source_data or "packaged-mnist10k"}
 
 
 def write_sweep_index(run: RunFolder, title: str, intro: str, table: Sequence[Sequence[str]],
