@@ -18,33 +18,31 @@ from bilinear_lens.atlas import store
 from bilinear_lens.cli import main
 from bilinear_lens.decomposition.weights import bilinear_weights
 
-from conftest import needs_hooked
-
-# The atlas builds its fixtures as HookedTransformers (TransformerLens 4.x has none): on 4.x these skip,
-# until the atlas loads models through the TransformerBridge (issue 14).
-pytestmark = needs_hooked
-
 REPO = Path(__file__).resolve().parents[1]
+
+
+def model_folder(path: Path) -> Path:
+    """A random 2-layer bilinear Llama folder (vocab 97, d_model 32, d_mlp 64, 4 heads, non-trivial norm
+    weights) with its word tokenizer (w3 .. w96), at TransformerLens' initialisation scale."""
+    from conftest import make_llama_dir
+
+    make_llama_dir(path, vocab=97, n_kv=4, initializer_range=0.8 / 32 ** 0.5)
+    return path
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    """A saved tiny bilinear model (vocab 97, word tokenizer), its reload, a text file, a built atlas."""
-    from transformer_lens import HookedTransformer
-
-    from bilinear_lens import save_pretrained
-    from bilinear_lens.sae.cli import load_model
-    from conftest import make_tokenizer, tiny_cfg
+    """The model folder, the model as the atlas command loads it (TransformerLens 3.x: HookedTransformer,
+    4.x: TransformerBridge in compatibility mode), a text file, a built atlas."""
+    from bilinear_lens.atlas.cli import load_source
 
     root = tmp_path_factory.mktemp("atlas")
-    tok = make_tokenizer(97, root / "tok")
-    torch.manual_seed(0)
-    save_pretrained(HookedTransformer(tiny_cfg(d_vocab=97)).eval(), root / "model", tokenizer=tok)
+    model_folder(root / "model")
     rng = random.Random(0)
     data = root / "text.txt"
     data.write_text("".join(" ".join(f"w{rng.randint(3, 96)}" for _ in range(40)) + "\n<|endoftext|>\n"
                             for _ in range(30)), encoding="utf-8")
-    model, tokenizer = load_model(str(root / "model"))
+    model, tokenizer = load_source(str(root / "model"), "cpu")
     atlas = build_atlas(model, 1, str(root / "atlas"), k=4, data=str(data), batch=16, rows=12, ctx=32,
                         tokenizer=tokenizer, progress=False, source="tiny")
     return root, model, tokenizer, data, atlas
@@ -230,6 +228,7 @@ def test_bad_inputs_are_one_line_errors(setup, capsys):
 
 
 def test_sae_directions_and_input_alignment(setup):
+    pytest.importorskip("sae_lens", reason="SAE folders are read with SAELens (not installed with TransformerLens 4.x)")
     root, model, tokenizer, _, _ = setup
     from test_sae_metrics import make_sae
 
@@ -248,3 +247,24 @@ def test_sae_directions_and_input_alignment(setup):
     assert torch.allclose(ent["sae_in.cos"], cos.gather(-1, top), atol=1e-6)
     with pytest.raises(KeyError, match="not tokens"):
         a.for_token("w5")
+
+
+@pytest.mark.skipif(not __import__("bilinear_lens.registration").registration.has_hooked_transformer(),
+                    reason="compares with a HookedTransformer (TransformerLens 3.x); on 4.x the fixture is the bridge")
+def test_bridge_gives_the_atlas_of_the_hooked_transformer(setup):
+    """TransformerLens 3.x: the same folder as a TransformerBridge (compatibility mode) gives the same atlas."""
+    from bilinear_lens.bridge import BilinearMLPBridge, load_bridge
+
+    root, model, tokenizer, data, atlas = setup
+    bridge = load_bridge(root / "model", device="cpu")
+    assert isinstance(bridge.blocks[1].mlp, BilinearMLPBridge) and type(model).__name__ == "HookedTransformer"
+    other = build_atlas(bridge, 1, str(root / "atlas_bridge"), k=4, data=str(data), batch=16, rows=12, ctx=32,
+                        tokenizer=bridge.tokenizer, progress=False, source="tiny")
+    assert other.labels == atlas.labels
+    for i in (0, 40, 96):
+        a, b = atlas.entry(i), other.entry(i)
+        assert torch.allclose(a["directions"], b["directions"], rtol=1e-4, atol=1e-6)
+        assert torch.allclose(a["values"], b["values"], rtol=1e-4, atol=0)
+        assert (a["vectors"] * b["vectors"]).sum(-1).abs().min() > 0.999
+        assert torch.equal(a["output.ids"], b["output.ids"]) and torch.equal(a["contexts.row"], b["contexts.row"])
+        assert torch.allclose(a["contexts.act"], b["contexts.act"], rtol=1e-4, atol=0)
