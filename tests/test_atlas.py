@@ -268,3 +268,22 @@ def test_bridge_gives_the_atlas_of_the_hooked_transformer(setup):
         assert (a["vectors"] * b["vectors"]).sum(-1).abs().min() > 0.999
         assert torch.equal(a["output.ids"], b["output.ids"]) and torch.equal(a["contexts.row"], b["contexts.row"])
         assert torch.allclose(a["contexts.act"], b["contexts.act"], rtol=1e-4, atol=0)
+
+
+def test_ov_token_inputs_match_the_forward_pass_with_grouped_heads(tmp_path):
+    """``--ov`` inputs of a GQA model (4 query heads, 2 value heads): head h's OV path of token t equals what a
+    one-token forward pass writes through head h (``hook_z`` times ``W_O[h]``), through layer 1's ``ln2``."""
+    from conftest import make_llama_dir
+
+    from bilinear_lens.atlas.cli import load_source
+    from bilinear_lens.atlas.readings import token_inputs
+
+    make_llama_dir(tmp_path / "gqa", vocab=97, n_kv=2, initializer_range=0.8 / 32 ** 0.5)
+    model, _ = load_source(str(tmp_path / "gqa"), "cpu")
+    inputs = token_inputs(model, 1, bilinear_weights(model, 1), ov=True)
+    _, cache = model.run_with_cache(torch.arange(97)[:, None], names_filter="blocks.0.attn.hook_z")
+    z = cache["blocks.0.attn.hook_z"][:, 0]  # [97, n_heads, d_head]
+    assert z.shape[1] == 4
+    for h in range(4):
+        expected = model.blocks[1].ln2((z[:, h] @ model.blocks[0].attn.W_O[h])[None])[0]
+        torch.testing.assert_close(inputs[f"ov.0.{h}"], expected.detach(), rtol=1e-4, atol=1e-5)
