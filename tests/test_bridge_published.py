@@ -22,6 +22,7 @@ from conftest import make_tokenizer, needs_hooked  # noqa: E402
 import bilinear_lens as bl  # noqa: E402
 from bilinear_lens.bridge import BilinearMLPBridge  # noqa: E402
 from bilinear_lens.checkpoints import CheckpointError  # noqa: E402
+from bilinear_lens.checkpoints.authors import tensor_shapes  # noqa: E402
 
 SMALL = dict(n_layer=2, n_head=2, d_model=16, d_hidden=24)
 LARGE = dict(n_layer=3, n_head=4, d_model=32, d_hidden=40)
@@ -51,7 +52,7 @@ def boot(src, compat: bool, **kw):
 
 
 def ids_for(folder: Path, seed: int = 1) -> torch.Tensor:
-    vocab = bl.checkpoints.authors.tensor_shapes(folder)["transformer.wte.weight"][0]
+    vocab = tensor_shapes(folder)["transformer.wte.weight"][0]
     return torch.randint(0, vocab, (2, 11), generator=torch.Generator().manual_seed(seed))
 
 
