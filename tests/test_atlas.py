@@ -287,3 +287,23 @@ def test_ov_token_inputs_match_the_forward_pass_with_grouped_heads(tmp_path):
     for h in range(4):
         expected = model.blocks[1].ln2((z[:, h] @ model.blocks[0].attn.W_O[h])[None])[0]
         torch.testing.assert_close(inputs[f"ov.0.{h}"], expected.detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_atlas_of_a_model_in_the_authors_published_format(tmp_path, monkeypatch):
+    """``--model`` in the authors' format (tdooms/*): HookedTransformer on 3.x, TransformerBridge on 4.x."""
+    from authors_format import wordpiece_tokenizer, write_authors_model
+
+    from bilinear_lens import eigendecompose
+    from bilinear_lens.atlas.cli import load_source
+
+    monkeypatch.setenv("BILINEAR_LENS_CACHE", str(tmp_path / "cache"))
+    tok = wordpiece_tokenizer(tmp_path / "authors")
+    folder = write_authors_model(tmp_path / "authors", n_layer=2, n_head=2, d_model=16, d_hidden=24,
+                                 vocab=tok.get_vocab_size())
+    assert main(["atlas", "--model", str(folder), "--layer", "1", "--out", str(tmp_path / "atlas"), "--k", "3",
+                 "--directions", "diff:lily,balloons", "--warm", "0", "--no-progress"]) == 0
+    atlas = Atlas.load(tmp_path / "atlas")
+    model, _ = load_source(str(folder), "cpu")
+    assert atlas.labels == ["lily - balloons"]
+    eig = eigendecompose(model, 1, atlas.direction(0)[None], k=3, dtype=torch.float64)
+    assert torch.allclose(atlas.eigen(0).values.double(), eig.values, rtol=1e-4, atol=0)
