@@ -193,8 +193,10 @@ def test_glu_gates_boot_as_gated_mlp_bridges(tmp_path, gate):
 
 
 def test_tokenizer_is_the_authors_bos_once_and_words_joined(tmp_path):
+    from tokenizers import Tokenizer
+
     folder = authors_folder(tmp_path / "m")
-    tok = wordpiece_tokenizer(tmp_path / "tok")
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))  # as written (training it again may tie differently)
     bridge = boot(folder, compat=False)
     text = "Once upon a time, Lily loved balloons."
     raw = tok.encode(text).ids
