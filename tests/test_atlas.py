@@ -307,3 +307,15 @@ def test_atlas_of_a_model_in_the_authors_published_format(tmp_path, monkeypatch)
     assert atlas.labels == ["lily - balloons"]
     eig = eigendecompose(model, 1, atlas.direction(0)[None], k=3, dtype=torch.float64)
     assert torch.allclose(atlas.eigen(0).values.double(), eig.values, rtol=1e-4, atol=0)
+
+
+def test_sae_options_without_sae_lens_are_one_line_errors(setup, monkeypatch, capsys):
+    """TransformerLens 4.x installs have no SAELens: `sae:DIR` and `--sae-in` say so before loading the model."""
+    root = setup[0]
+    monkeypatch.setitem(sys.modules, "sae_lens", None)  # `import sae_lens` raises ImportError
+    for extra in (["--directions", f"sae:{root}"], ["--sae-in", str(root)]):
+        assert main(["atlas", "--model", str(root / "no-such-model"), "--layer", "1", "--out", str(root / "nosae"),
+                     *extra, "--no-progress"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert "SAELens is not installed" in err and extra[0] in err and "\n" not in err
+    assert not (root / "nosae").exists()

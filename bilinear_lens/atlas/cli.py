@@ -73,6 +73,10 @@ def _run(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             raise ValueError("--device cuda: no CUDA device is available; use --device cpu.")
     check_spec(args.directions)
+    if args.directions.startswith("sae:") or args.sae_in:  # before the model is loaded
+        from bilinear_lens.atlas.directions import sae_lens_sae
+
+        sae_lens_sae("--directions sae:DIR" if args.directions.startswith("sae:") else "--sae-in")
     model, tokenizer = load_source(args.model, args.device)
     atlas = build_atlas(model, args.layer, args.out, args.directions, k=args.k, data=args.data,
                         sae_in=args.sae_in, device=args.device, batch=args.batch, shard=args.shard,
