@@ -92,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
 def add_commands(sub: Any) -> None:
     p = sub.add_parser("atlas", help="decompose every output direction of a layer; write a browsable atlas",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="model folder or from_pretrained name")
+    p.add_argument("--model", required=True, help="model folder or model name (from_pretrained on TransformerLens 3.x, boot_transformers on 4.x)")
     p.add_argument("--layer", type=int, required=True, help="bilinear layer index")
     p.add_argument("--out", required=True, help="atlas folder (run folder)")
     p.add_argument("--directions", default="vocab", help="vocab | tokens:FILE | sae:DIR | diff:A,B")
