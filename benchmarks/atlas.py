@@ -71,7 +71,7 @@ def synthetic(d: int, dm: int, vocab: int, seed: int = 0) -> tuple:
 def trained(folder: str, layer: int) -> tuple:
     from bilinear_lens.atlas.directions import vocab_directions
     from bilinear_lens.decomposition.weights import bilinear_weights
-    from bilinear_lens.sae.cli import load_model
+    from bilinear_lens.loading import load_model_and_tokenizer as load_model
 
     model, tok = load_model(folder)
     return bilinear_weights(model, layer), vocab_directions(model, tok).vectors.float()

@@ -50,8 +50,9 @@ def block_flops(d: int, d_mlp: int, n_heads: int, n_kv: int, T: int) -> float:
 def time_block(ctx: int, repeats: int) -> dict:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    from bilinear_lens.convert.fast_attention import use_sdpa
-    from bilinear_lens.convert.swap import freeze_biases, set_beta, swap_to_annealed
+    from bilinear_lens.convert.swap import set_beta, swap_to_annealed
+    from bilinear_lens.training.optim import freeze_biases
+    from bilinear_lens.training.speedups import use_sdpa
 
     cfg = HookedTransformerConfig(n_layers=1, d_model=2048, d_mlp=5632, n_heads=32, d_head=64,
                                   n_key_value_heads=4, n_ctx=ctx, d_vocab=32000, act_fn="silu",
@@ -116,18 +117,17 @@ def main() -> None:
         from transformers import AutoModelForCausalLM
 
         from bilinear_lens import load_pretrained
-        from bilinear_lens.convert.finetune import ConvertConfig, run_convert
+        from bilinear_lens.convert.config import ConvertConfig
+        from bilinear_lens.convert.finetune import load_swiglu_model, run_convert
 
         src = Path(tempfile.mkdtemp(prefix="tl-shape-src-"))
         t = time.time()
         make_folder(src, args.layers)
-        cfg = ConvertConfig(model=str(src), data=str(SHARED / "data" / "tinystories" / "train.txt"),
-                            out=str(out / "convert"), tokens=args.steps * 2 * args.seq_len, seq_len=args.seq_len,
-                            batch_size=2, lr=1e-4, warmup=0, anneal_frac=0.5, train_limit=200,
-                            val_stories=4, val_max_len=64, checkpoint_every=args.steps, overwrite=True)
-        from bilinear_lens.convert.finetune import _load
-
-        model, tok = _load(cfg)
+        cfg = ConvertConfig.flat(model=str(src), data=str(SHARED / "data" / "tinystories" / "train.txt"),
+                                 out=str(out / "convert"), tokens=args.steps * 2 * args.seq_len, seq_len=args.seq_len,
+                                 batch_size=2, lr=1e-4, warmup=0, anneal_frac=0.5, train_limit=200, distill=0.0,
+                                 val_stories=4, val_max_len=64, checkpoint_every=args.steps, overwrite=True)
+        model, tok = load_swiglu_model(cfg)
         metrics = run_convert(cfg, model=model, tokenizer=tok)
         t_convert = time.time() - t
         tokens = torch.tensor(tok(["Once upon a time, there was a little girl named Lily."])["input_ids"])

@@ -1,7 +1,7 @@
 """Benchmark: implicit top-k eigensolver vs the paper's reference, and the cost of eigenvector hooks.
 
 Part 1, per size (default ``d_model x d_mlp`` = 512 x 2048 and TinyLlama's 2048 x 5632), on a
-bilinear layer with a trained-like decaying spectrum (:mod:`bilinear_lens.decomposition.implicit_synthetic`:
+bilinear layer with a trained-like decaying spectrum (:mod:`bilinear_lens.testing`:
 ``W_in, W_gate = U diag(exp(-8 i / r) + 0.02) R^T`` with random orthonormal factors, neuron output
 norms ``(1 + a)^-0.7``), for ``n`` = 32 random unit output directions, float32:
 
@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 import bilinear_lens  # noqa: F401  (registers the plugin)
 from bilinear_lens.decomposition.eigen import sort_by_magnitude
-from bilinear_lens.decomposition.implicit_synthetic import BilinearStack, trained_like_layer
+from bilinear_lens.testing import BilinearStack, trained_like_layer
 from bilinear_lens.decomposition.interaction import interaction_from_weights, output_scales
 from bilinear_lens.decomposition.lanczos import (
     DEFAULT_TOL,

@@ -24,8 +24,10 @@ import torch
 from bilinear_lens.image.analysis import abs_cosine, top_positive_pixels
 from bilinear_lens.image.data import load_data
 from bilinear_lens.image.model import BilinearClassifier
-from bilinear_lens.image.study import StudyConfig, fit_or_load
+from bilinear_lens.image.config import StudyConfig
+from bilinear_lens.image.study import fit_in_run
 from bilinear_lens.image.train import accuracy
+from bilinear_lens.runs import open_run
 
 
 def pixel_grid_figure(pixels: dict, class_names: list, path: Path) -> None:
@@ -36,7 +38,7 @@ def pixel_grid_figure(pixels: dict, class_names: list, path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from bilinear_lens.image.figures import _rgb_pattern, per_tile_colorbar, save_figure
+    from bilinear_lens.image.figures import per_tile_colorbar, rgb_pattern, save_figure
 
     seeds = list(pixels)
     C, size, pad = len(class_names), 28, 3
@@ -48,7 +50,7 @@ def pixel_grid_figure(pixels: dict, class_names: list, path: Path) -> None:
             if float(p @ ref[c].double()) < 0:  # eigenvector signs are arbitrary: align to the first seed
                 p = -p
             canvas[r * (size + pad):r * (size + pad) + size, c * (size + pad):c * (size + pad) + size] = \
-                _rgb_pattern(p.numpy(), size)
+                rgb_pattern(p.numpy(), size)
     fig = plt.figure(figsize=(C * 0.85 + 1.0, len(seeds) * 0.95 + 0.4))
     ax = fig.add_axes([0.06, 0.0, 0.84, 0.82])
     ax.imshow(canvas, interpolation="nearest")
@@ -87,11 +89,14 @@ def main() -> None:
               "n_test": len(split.test)}
     pixels, random_pixels, accs, train_s, top_pos = {}, {}, {}, {}, {}
     for seed in args.seeds:
-        cfg = StudyConfig(out=str(root / f"seed{seed}"), dataset=args.dataset, data=args.data, seed=seed,
-                          epochs=args.epochs, d_hidden=args.d_hidden, batch_size=args.batch_size, lr=args.lr,
-                          weight_decay=args.weight_decay).resolved()
+        cfg = StudyConfig.flat(out=str(root / f"seed{seed}"), dataset=args.dataset, data=args.data, seed=seed,
+                               epochs=args.epochs, d_hidden=args.d_hidden, batch_size=args.batch_size, lr=args.lr,
+                               weight_decay=args.weight_decay).resolved()
         mcfg, tcfg = cfg.model_config(split.image_size, len(split.class_names)), cfg.train_config()
-        fit = fit_or_load(Path(cfg.out), mcfg, tcfg, split, source)
+        with open_run(cfg.run.out, "mnist-seed", cfg.identity(), resume=True, owned=("model", "checkpoint")) as run:
+            fit = fit_in_run(run, "", mcfg, tcfg, split, source)  # reuses a finished model/
+            if not run.finished:
+                run.finish(["model"])
         model = fit["model"].eval()
         accs[seed], train_s[seed] = accuracy(model, split.test), fit["train_seconds"]
         t0 = time.perf_counter()

@@ -22,7 +22,7 @@ warnings.filterwarnings("ignore")
 
 def main() -> None:
     from bilinear_lens.language.model import LMShape, build_model, count_params
-    from bilinear_lens.language.train import lm_loss
+    from bilinear_lens.training.losses import lm_loss
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--d-model", type=int, default=128)
@@ -47,10 +47,10 @@ def main() -> None:
         for mlp, th in settings:
             torch.set_num_threads(th)
             m, opt = models[mlp]
-            loss = lm_loss(m, x); loss.backward(); opt.step(); opt.zero_grad()  # warm-up
+            loss = lm_loss(m(x), x)[0]; loss.backward(); opt.step(); opt.zero_grad()  # warm-up
             t = time.perf_counter()
             for _ in range(args.steps):
-                loss = lm_loss(m, x); loss.backward(); opt.step(); opt.zero_grad()
+                loss = lm_loss(m(x), x)[0]; loss.backward(); opt.step(); opt.zero_grad()
             rates[(mlp, th)].append(args.steps * x.numel() / (time.perf_counter() - t))
     ref = statistics.median(rates[("bilinear", 1)])
     n = count_params(models["bilinear"][0])

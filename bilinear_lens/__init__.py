@@ -58,7 +58,7 @@ def _on_sae_lens() -> None:
 
 after_import("sae_lens", _on_sae_lens)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Public names defined in submodules, imported on first use (keeps `import bilinear_lens` fast).
 _LAZY = {
@@ -72,7 +72,7 @@ _LAZY = {
     "interaction_matrices": "bilinear_lens.decomposition.interaction",
     "eigendecompose": "bilinear_lens.decomposition.eigen",
     "Eigendecomposition": "bilinear_lens.decomposition.eigen",
-    "truncated_mlp": "bilinear_lens.decomposition.truncation",
+    "truncated_mlp": "bilinear_lens.hooks.truncation",
     "hosvd": "bilinear_lens.decomposition.hosvd",
     "HOSVD": "bilinear_lens.decomposition.hosvd",
     "eigen_tree": "bilinear_lens.decomposition.tree",

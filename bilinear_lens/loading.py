@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Tuple, Union
 
 from bilinear_lens.checkpoints.hf_config import CheckpointError, read_config
 from bilinear_lens.registration import register
+
+__all__ = ["load_model_and_tokenizer", "load_pretrained"]
 
 
 def load_pretrained(path: Union[str, Path], processing: bool = True, scale_attn: Optional[bool] = None,
@@ -55,3 +57,23 @@ def load_pretrained(path: Union[str, Path], processing: bool = True, scale_attn:
     if authors:
         published_info(model)  # sets model.published
     return model
+
+
+def load_model_and_tokenizer(path: Union[str, Path], flag: str = "--model") -> Tuple[Any, Any]:
+    """A HookedTransformer (``from_pretrained``, eval mode) from a model folder, and its tokenizer (``None``
+    if the folder has none): what the commands that read a model (``train-sae``, ``compare``, ``atlas``) load."""
+    from bilinear_lens.runs import RunError
+
+    p = Path(path)
+    if p.is_file():
+        raise RunError(f"{flag} {p} is a file, not a model folder; pass the folder that holds config.json and "
+                       "model.safetensors (e.g. OUT/model of train-lm).")
+    if not p.is_dir():
+        raise FileNotFoundError(f"model folder {p} does not exist (train one with bilinear-lens train-lm).")
+    model = load_pretrained(str(p.resolve())).eval()
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None and ((p / "tokenizer.json").exists() or (p / "tokenizer_config.json").exists()):
+        from bilinear_lens.language.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(p)
+    return model, tokenizer

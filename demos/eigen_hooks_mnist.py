@@ -31,7 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 import bilinear_lens as bl  # noqa: E402
-from bilinear_lens.decomposition.truncation import truncation_sweep  # noqa: E402
+from bilinear_lens.hooks.truncation import truncation_sweep  # noqa: E402
 from bilinear_lens.image.data import load_data  # noqa: E402
 from bilinear_lens.image.model import BilinearClassifier  # noqa: E402
 from bilinear_lens.image.train import TrainConfig, accuracy, train  # noqa: E402

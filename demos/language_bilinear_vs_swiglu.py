@@ -26,9 +26,10 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinystories"
 
 
 def main() -> None:
-    from bilinear_lens.language.checkpoint import write_json
+    from bilinear_lens.language.config import LMTrainConfig
     from bilinear_lens.language.plots import plot_val_loss
-    from bilinear_lens.language.train import LMTrainConfig, train_lm
+    from bilinear_lens.language.train import train_lm
+    from bilinear_lens.runs import write_json
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/lm")
@@ -44,8 +45,8 @@ def main() -> None:
     results = {}
     for mlp in ("bilinear", "swiglu"):
         tokenizer = None if mlp == "bilinear" else str(out / "bilinear" / "tokenizer")
-        cfg = LMTrainConfig(train_data=args.data, val_data=args.val_data, out=str(out / mlp), mlp=mlp,
-                            max_tokens=tokens, tokenizer=tokenizer, seed=args.seed, resume=True)
+        cfg = LMTrainConfig.flat(data=args.data, val_data=args.val_data, out=str(out / mlp), mlp=mlp,
+                                 tokens=tokens, tokenizer=tokenizer, seed=args.seed, resume=True)
         results[mlp] = train_lm(cfg)
         print(f"{mlp}: val_loss {results[mlp]['val_loss']:.4f} after {results[mlp]['train_tokens']:,} tokens")
     b, s = results["bilinear"], results["swiglu"]

@@ -76,7 +76,7 @@ def preflight(args: argparse.Namespace) -> None:
 def load_all(args: argparse.Namespace) -> tuple:
     """Model, SAEs and stories; the first unavailable source ends the run with one line."""
     import bilinear_lens
-    from bilinear_lens.language.data import read_stories
+    from bilinear_lens.text.sources import read_texts as read_stories
 
     model = bilinear_lens.load_pretrained(args.model).eval()
     if model.tokenizer is None:

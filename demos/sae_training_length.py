@@ -38,10 +38,12 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)  # one thread: fastest on a shared machine
 
-    from bilinear_lens.sae.cli import load_model, text_blocks
+    from bilinear_lens.loading import load_model_and_tokenizer as load_model
+    from bilinear_lens.text.tokens import text_blocks
     from bilinear_lens.sae.compare import collect_activations, lowrank_correlation
     from bilinear_lens.sae.evals import write_json
-    from bilinear_lens.sae.train import SAETrainConfig, train_sae
+    from bilinear_lens.sae.config import SAETrainConfig
+    from bilinear_lens.sae.train import train_sae
 
     model, tok = load_model(metrics["model"])
     L, ctx = s["layer"], s["n_ctx"]

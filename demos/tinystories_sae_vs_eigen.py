@@ -76,10 +76,13 @@ def main(argv=None) -> int:
 
     import bilinear_lens  # noqa: F401  (registers the plugin)
     from bilinear_lens.language.tokenizer import train_tokenizer
-    from bilinear_lens.language.train import LMTrainConfig, train_lm
-    from bilinear_lens.sae.cli import load_model, text_blocks
-    from bilinear_lens.sae.pipeline import CompareConfig, run_compare, sae_info
-    from bilinear_lens.sae.train import SAETrainConfig, train_sae
+    from bilinear_lens.language.config import LMTrainConfig
+    from bilinear_lens.language.train import train_lm
+    from bilinear_lens.loading import load_model_and_tokenizer
+    from bilinear_lens.sae.config import CompareConfig, SAETrainConfig
+    from bilinear_lens.sae.pipeline import run_compare, sae_info
+    from bilinear_lens.sae.train import train_sae
+    from bilinear_lens.text.tokens import text_blocks
 
     torch.set_num_threads(1)  # one thread: two ran ~10x slower on a busy 2-core machine (9 min vs 53 s)
 
@@ -95,16 +98,16 @@ def main(argv=None) -> int:
     for mlp in ("bilinear", "swiglu"):
         t = time.time()
         log(f"training the {mlp} language model ({s['lm_tokens']:,} tokens)")
-        lm[mlp] = train_lm(LMTrainConfig(
-            train_data=str(train_txt), val_data=str(val_txt), out=str(out / f"lm-{mlp}"), mlp=mlp,
+        lm[mlp] = train_lm(LMTrainConfig.flat(
+            data=str(train_txt), val_data=str(val_txt), out=str(out / f"lm-{mlp}"), mlp=mlp,
             d_model=s["d_model"], n_layers=s["n_layers"], n_heads=s["n_heads"], n_ctx=s["n_ctx"],
-            tokenizer=str(tok_dir), lr=s["lr"], batch_size=s["lm_batch"], max_tokens=s["lm_tokens"],
+            tokenizer=str(tok_dir), lr=s["lr"], batch_size=s["lm_batch"], tokens=s["lm_tokens"],
             final_eval_tokens=131_072, resume=True))
         timings[f"lm_{mlp}_s"] = time.time() - t
         log(f"{mlp}: validation loss {lm[mlp]['val_loss']:.4f}")
 
     # 3. SAEs on the bilinear model's layer L input and output
-    model, tokenizer = load_model(lm["bilinear"]["model_dir"])
+    model, tokenizer = load_model_and_tokenizer(lm["bilinear"]["model_dir"])
     L = s["layer"]
     ctx = s["n_ctx"]
     train_rows = -(-s["sae_tokens"] // ctx)
@@ -144,7 +147,7 @@ def main(argv=None) -> int:
     timings["compare_s"] = time.time() - t
     timings["total_s"] = time.time() - t0
     metrics["timings"] = timings
-    from bilinear_lens.sae.evals import write_json
+    from bilinear_lens.runs import write_json
 
     write_json(out / "metrics.json", metrics)
     lr = metrics["lowrank_correlation"]

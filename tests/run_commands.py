@@ -61,8 +61,8 @@ def build_inputs(root: Path) -> Dict[str, Path]:
 
 
 def _train_lm(i: Dict[str, Path], out: Path) -> List[str]:
-    return ["train-lm", "--data", str(i["text"]), "--val-data", str(i["val"]), "--d-model", "16", "--layers", "1",
-            "--heads", "2", "--ctx", "32", "--vocab", "280", "--batch", "4", "--tokens", "384",
+    return ["train-lm", "--data", str(i["text"]), "--val-data", str(i["val"]), "--d-model", "16", "--n-layers", "1",
+            "--n-heads", "2", "--n-ctx", "32", "--vocab-size", "280", "--batch-size", "4", "--tokens", "384",
             "--checkpoint-every", "1", "--threads", "1", "--no-progress", "--out", str(out)]
 
 
@@ -74,7 +74,8 @@ def _convert(i: Dict[str, Path], out: Path) -> List[str]:
 
 def _train_sae(i: Dict[str, Path], out: Path) -> List[str]:
     return ["train-sae", "--model", str(i["bilinear"]), "--layer", "1", "--data", str(i["text"]),
-            "--tokens", "768", "--batch-tokens", "128", "--context", "16", "--eval-rows", "4", "--k", "4",
+            "--training-tokens", "768", "--batch-size-tokens", "128", "--context-size", "16", "--eval-rows", "4",
+            "--k", "4",
             "--expansion", "2", "--threads", "1", "--no-progress", "--hook", "out", "--out", str(out)]
 
 
@@ -86,7 +87,7 @@ def _mnist(i: Dict[str, Path], out: Path) -> List[str]:
 def _compare(i: Dict[str, Path], out: Path) -> List[str]:
     return ["compare", "--model", str(i["bilinear"]), "--layer", "1", "--sae-in", str(i["sae_in"]),
             "--sae-out", str(i["sae_out"]), "--data", str(i["text"]), "--rows", "24", "--context", "32",
-            "--ks", "1,2,32", "--show", "1", "--threads", "1", "--out", str(out)]
+            "--ks", "1,2,32", "--n-show", "1", "--threads", "1", "--out", str(out)]
 
 
 COMMANDS: List[Command] = [

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 def model_folder(path: Path) -> Path:
     """A random 2-layer bilinear Llama folder (vocab 97, d_model 32, d_mlp 64, 4 heads, non-trivial norm
     weights) with its word tokenizer (w3 .. w96), at TransformerLens' initialisation scale."""
-    from conftest import make_llama_dir
+    from tests.conftest import make_llama_dir
 
     make_llama_dir(path, vocab=97, n_kv=4, initializer_range=0.8 / 32 ** 0.5)
     return path
@@ -117,7 +117,7 @@ def test_readings_and_summary_against_brute_force(setup):
 
 def test_contexts_are_the_top_rows_by_brute_force(setup):
     _, model, tokenizer, data, atlas = setup
-    from bilinear_lens.sae.cli import text_blocks
+    from bilinear_lens.text.tokens import text_blocks
 
     tokens = text_blocks(str(data), tokenizer, 32, max_rows=12)
     _, cache = model.run_with_cache(tokens, names_filter="blocks.1.mlp.hook_in")
@@ -230,7 +230,7 @@ def test_bad_inputs_are_one_line_errors(setup, capsys):
 def test_sae_directions_and_input_alignment(setup):
     pytest.importorskip("sae_lens", reason="SAE folders are read with SAELens (not installed with TransformerLens 4.x)")
     root, model, tokenizer, _, _ = setup
-    from test_sae_metrics import make_sae
+    from tests.test_sae_metrics import make_sae
 
     sae_out, sae_in = make_sae(32, 12, "blocks.1.hook_mlp_out", seed=1), make_sae(32, 20, "blocks.1.mlp.hook_in", seed=2)
     sae_out.save_model(str(root / "sae_out"))
@@ -273,7 +273,7 @@ def test_bridge_gives_the_atlas_of_the_hooked_transformer(setup):
 def test_ov_token_inputs_match_the_forward_pass_with_grouped_heads(tmp_path):
     """``--ov`` inputs of a GQA model (4 query heads, 2 value heads): head h's OV path of token t equals what a
     one-token forward pass writes through head h (``hook_z`` times ``W_O[h]``), through layer 1's ``ln2``."""
-    from conftest import make_llama_dir
+    from tests.conftest import make_llama_dir
 
     from bilinear_lens.atlas.cli import load_source
     from bilinear_lens.atlas.readings import token_inputs
@@ -291,7 +291,7 @@ def test_ov_token_inputs_match_the_forward_pass_with_grouped_heads(tmp_path):
 
 def test_atlas_of_a_model_in_the_authors_published_format(tmp_path, monkeypatch):
     """``--model`` in the authors' format (tdooms/*): HookedTransformer on 3.x, TransformerBridge on 4.x."""
-    from authors_format import wordpiece_tokenizer, write_authors_model
+    from tests.authors_format import wordpiece_tokenizer, write_authors_model
 
     from bilinear_lens import eigendecompose
     from bilinear_lens.atlas.cli import load_source

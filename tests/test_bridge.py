@@ -11,7 +11,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import make_llama_dir
+from tests.conftest import make_llama_dir
 from transformer_lens.model_bridge import TransformerBridge
 
 import bilinear_lens as bl
@@ -289,7 +289,7 @@ def test_load_pretrained_on_transformer_lens_4_points_to_the_bridge(folders):
 
 
 def test_load_bridge_is_boot_plus_compatibility_mode(folders, tmp_path):
-    from conftest import make_tokenizer
+    from tests.conftest import make_tokenizer
 
     from bilinear_lens.bridge import load_bridge
 

@@ -7,7 +7,6 @@ checked against the independent plain-torch implementation of their forward pass
 
 from __future__ import annotations
 
-import sys
 import warnings
 from pathlib import Path
 
@@ -15,14 +14,12 @@ import pytest
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-sys.path.insert(0, str(Path(__file__).parent))
-from authors_format import ABSENT, reference_forward, wordpiece_tokenizer, write_authors_model  # noqa: E402
-from conftest import make_tokenizer, needs_hooked  # noqa: E402
-
-import bilinear_lens as bl  # noqa: E402
-from bilinear_lens.bridge import BilinearMLPBridge  # noqa: E402
-from bilinear_lens.checkpoints import CheckpointError  # noqa: E402
-from bilinear_lens.checkpoints.authors import tensor_shapes  # noqa: E402
+import bilinear_lens as bl
+from bilinear_lens.bridge import BilinearMLPBridge
+from bilinear_lens.checkpoints import CheckpointError
+from bilinear_lens.checkpoints.authors import tensor_shapes
+from tests.authors_format import ABSENT, reference_forward, wordpiece_tokenizer, write_authors_model
+from tests.conftest import make_tokenizer, needs_hooked
 
 SMALL = dict(n_layer=2, n_head=2, d_model=16, d_hidden=24)
 LARGE = dict(n_layer=3, n_head=4, d_model=32, d_hidden=40)
@@ -101,7 +98,7 @@ def test_scale_attn_override_is_exact_and_recorded(tmp_path):
     assert gap(bridge, folder, ids_for(folder), scale_attn=True) <= TOL
     info = bl.published_info(bridge)
     assert info.overridden and info.scale_attn and info.attn_scale == pytest.approx(0.5)
-    from conftest import make_llama_dir
+    from tests.conftest import make_llama_dir
 
     make_llama_dir(tmp_path / "llama")
     with pytest.raises(CheckpointError, match="scale_attn= applies to the authors' published format only"):
@@ -224,7 +221,7 @@ def test_refusals_are_one_line_and_name_the_fix(tmp_path):
 
 def test_hub_repo_id_resolves_through_the_cache_like_from_pretrained(tmp_path, monkeypatch):
     import huggingface_hub.constants as hub_constants
-    from test_published_models import _fake_hub_cache
+    from tests.test_published_models import _fake_hub_cache
 
     cache = tmp_path / "hub"
     cache.mkdir()

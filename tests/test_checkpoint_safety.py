@@ -138,8 +138,10 @@ def test_convert_refuses_a_model_with_a_nan_weight(inputs, tmp_path, capsys):
     assert len(lines) == 1 and "model.layers.1.mlp.up_proj.weight" in lines[0] and "1 NaN" in lines[0], lines
     assert not (tmp_path / "out").exists()
     # a model given in memory is checked by the converter itself
+    from bilinear_lens.config import from_args
+    from bilinear_lens.convert.cli import add_commands
+    from bilinear_lens.convert.config import ConvertConfig
     from bilinear_lens.convert.finetune import run_convert
-    from bilinear_lens.convert.cli import add_commands, config_from_args
     from tests.test_convert_swap import tiny_swiglu
     import argparse
     from transformers import AutoTokenizer
@@ -150,7 +152,7 @@ def test_convert_refuses_a_model_with_a_nan_weight(inputs, tmp_path, capsys):
     with torch.no_grad():
         model.blocks[1].mlp.W_in[3, 4] = float("inf")
     with pytest.raises(ValueError, match=r"tensor blocks\.1\.mlp\.W_in holds 0 NaN and 1 inf"):
-        run_convert(config_from_args(parser.parse_args(argv)), model=model,
+        run_convert(from_args(ConvertConfig, parser.parse_args(argv)), model=model,
                     tokenizer=AutoTokenizer.from_pretrained(inputs["swiglu"]))
     assert not (tmp_path / "out").exists()
 
@@ -158,33 +160,17 @@ def test_convert_refuses_a_model_with_a_nan_weight(inputs, tmp_path, capsys):
 @pytest.mark.parametrize("name", ["train-lm", "convert"])
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(name, inputs, tmp_path, monkeypatch,
                                                                         capsys):
-    import torch.nn.functional as F
+    import bilinear_lens.training.loop as loop
 
     calls = {"n": 0}
-    original = F.cross_entropy
+    real = loop.lm_loss
 
-    def nan_on_the_third_step(*a, **k):  # the loss of step 3 (and later) is NaN
+    def nan_from_the_third_step(logits, tokens, teacher, distill):  # the training loss of step 3 on is NaN
         calls["n"] += 1
-        loss = original(*a, **k)
-        return loss * float("nan") if calls["n"] > limit else loss
+        loss, ce = real(logits, tokens, teacher, distill)
+        return (loss * float("nan"), ce) if calls["n"] > 2 else (loss, ce)
 
-    limit = {"train-lm": 2, "convert": None}[name]
-    if name == "convert":  # validation batches also use cross_entropy: count only training steps
-        import bilinear_lens.convert.finetune as ft
-
-        real = ft.lm_and_kl_loss
-
-        def lm_and_kl_loss(logits, tokens, teacher, distill):
-            calls["n"] += 1
-            loss, ce = real(logits, tokens, teacher, distill)
-            return (loss * float("nan"), ce) if calls["n"] > 2 else (loss, ce)
-
-        monkeypatch.setattr(ft, "lm_and_kl_loss", lm_and_kl_loss)
-    else:
-        import bilinear_lens.language.train as lt
-
-        monkeypatch.setattr(lt.F, "cross_entropy", nan_on_the_third_step)
-        monkeypatch.setattr(lt, "evaluate", lambda *a, **k: 1.0)
+    monkeypatch.setattr(loop, "lm_loss", nan_from_the_third_step)  # the one loop of train-lm and convert
     out = tmp_path / "out"
     assert main(COMMANDS_BY_NAME[name].argv(inputs, out)) == 1
     lines = error_lines(capsys.readouterr().err)

@@ -7,11 +7,11 @@ import os
 
 import pytest
 import torch
-from conftest import HOOKED, NO_HOOKED
+from tests.conftest import HOOKED, NO_HOOKED
 
 if not HOOKED:  # every test here loads or builds a HookedTransformer
     pytest.skip(NO_HOOKED, allow_module_level=True)
-from conftest import make_tokenizer, tiny_cfg
+from tests.conftest import make_tokenizer, tiny_cfg
 from transformer_lens import HookedTransformer
 from transformers import AutoModelForCausalLM
 

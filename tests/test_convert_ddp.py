@@ -21,10 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 DRIVER = """
 import json, sys
 from transformers import AutoTokenizer
-from bilinear_lens.convert.finetune import ConvertConfig, InjectedFailure, run_convert
+from bilinear_lens.convert.config import ConvertConfig
+from bilinear_lens.convert.finetune import run_convert
+from bilinear_lens.runs import InjectedFailure
 from tests.test_convert_swap import tiny_swiglu
 
-cfg = ConvertConfig(**json.loads(sys.argv[1]))
+cfg = ConvertConfig.from_dict(json.loads(sys.argv[1]))
 try:
     run_convert(cfg, model=tiny_swiglu(), tokenizer=AutoTokenizer.from_pretrained(sys.argv[2]))
 except InjectedFailure:
@@ -51,7 +53,7 @@ def launch(tmp_path: Path, cfg, tokenizer_dir: str, launcher: str = "torchrun") 
     else:
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes=2",
                "--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no", f"--main_process_port={port}"]
-    cmd += [str(driver), json.dumps(cfg.__dict__), tokenizer_dir]
+    cmd += [str(driver), json.dumps(cfg.to_dict()), tokenizer_dir]
     return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
@@ -81,7 +83,7 @@ def test_two_processes_equal_one_with_the_global_batch_and_resume(tmp_path, toke
     assert written == ["state.json", "state.safetensors"], written
     rng = json.loads((out / "checkpoint" / "state.json").read_text())["state"]["rng"]
     assert len(rng) == 2  # every process's RNG state
-    crash.fail_at_step, crash.resume = None, True
+    crash = crash.updated(fail_at_step=None, resume=True)
     res = launch(tmp_path, crash, tokenizer_dir, launcher)
     assert res.returncode == 0, res.stderr[-3000:]
     two = json.loads((out / "metrics.json").read_text())
@@ -102,7 +104,7 @@ def test_two_processes_equal_one_with_the_global_batch_and_resume(tmp_path, toke
         assert torch.allclose(a[k], b[k], atol=1e-5), k
     assert two["val_loss_final"] == pytest.approx(one["val_loss_final"], abs=1e-5)
     if fsdp:  # a sharded checkpoint is refused, by name, by an unsharded resume
-        crash.fsdp = False
+        crash = crash.updated(fsdp=False)
         with pytest.raises(ValueError, match="written with --fsdp; resume with the same setting"):
             run_convert(crash, model=tiny_swiglu(), tokenizer=tok)
 
@@ -128,7 +130,7 @@ def test_fsdp_needs_several_processes_and_accelerates_fsdp_plugin_is_refused(tmp
 
 
 def test_cpu_copy_is_an_independent_equal_model():
-    from bilinear_lens.convert.sharding import cpu_copy
+    from bilinear_lens.training.sharding import cpu_copy
 
     model = tiny_swiglu()
     copy = cpu_copy(model)

@@ -10,7 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 from bilinear_lens import BilinearMLP
-from bilinear_lens.convert.finetune import ConvertConfig, InjectedFailure, run_convert
+from bilinear_lens.convert.config import ConvertConfig
+from bilinear_lens.convert.finetune import run_convert
+from bilinear_lens.runs import InjectedFailure
 from tests.test_convert_swap import tiny_swiglu
 
 STORIES = [f"Once upon a time there was a {a} {b} who liked to {c}. The end."
@@ -39,7 +41,7 @@ def config(tmp_path: Path, out: str, **kw) -> ConvertConfig:
                 seq_len=16, batch_size=4, distill=0.5, lr=3e-3, warmup=1, anneal_frac=0.5,
                 checkpoint_every=2, eval_every=3, progress=False)
     base.update(kw)
-    return ConvertConfig(**base)
+    return ConvertConfig.flat(**base)
 
 
 def final_params(out: Path) -> dict:
@@ -87,7 +89,7 @@ def test_export_reloads_in_transformers_with_the_same_logits(tmp_path, tokenizer
 
 def test_baseline_keeps_the_silu_gate(tmp_path, tokenizer):
     model = tiny_swiglu()
-    m = run_convert(config(tmp_path, "base", mode="baseline", tokens=2 * 4 * 16), model=model,
+    m = run_convert(config(tmp_path, "base", baseline=True, tokens=2 * 4 * 16), model=model,
                     tokenizer=tokenizer)
     assert m["mode"] == "baseline" and all(h["beta"] == 1.0 for h in m["history"])
     assert m["val_loss_start"] == m["val_loss_original"]
@@ -125,8 +127,8 @@ def test_output_folder_of_another_run_is_refused(tmp_path, tokenizer):
         run_convert(config(tmp_path, "o", tokens=4 * 16), model=tiny_swiglu(), tokenizer=tokenizer)
     m = run_convert(config(tmp_path, "o", tokens=4 * 16, lr=1e-2, overwrite=True), model=tiny_swiglu(),
                     tokenizer=tokenizer)
-    assert m["config"]["lr"] == 1e-2
-    assert json.loads((tmp_path / "o" / "run.json").read_text())["identity"]["lr"] == 1e-2
+    assert m["config"]["optim"]["lr"] == 1e-2
+    assert json.loads((tmp_path / "o" / "run.json").read_text())["identity"]["optim"]["lr"] == 1e-2
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="not a bilinear-lens conversion run"):
@@ -198,33 +200,39 @@ def test_model_from_a_folder_or_the_hub_cache_and_clear_errors(tmp_path, monkeyp
     (cache / "models--someone--tiny-llama" / "refs" / "main").write_text("0" * 40)
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
     assert Path(resolve_model_folder("someone/tiny-llama")) == snapshot
-    from bilinear_lens.convert.finetune import _load
+    from bilinear_lens.convert.finetune import load_swiglu_model
 
-    model, tok = _load(config(tmp_path, "x", model="someone/tiny-llama"))
+    model, tok = load_swiglu_model(config(tmp_path, "x", model="someone/tiny-llama"))
     assert model.cfg.act_fn == "silu" and model.cfg.gated_mlp and tok.vocab_size == model.cfg.d_vocab
 
 
 def test_offline_dataset_name_gives_a_clear_error(monkeypatch):
-    from bilinear_lens.convert.data import load_texts
+    from bilinear_lens.text.sources import read_texts
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ValueError, match="neither a local file nor a loadable Hugging Face dataset"):
-        load_texts("someone/no-such-dataset-xyz")
+    with pytest.raises(ValueError, match="neither a local file nor a loadable Hugging Face dataset .offline mode"):
+        read_texts("someone/no-such-dataset-xyz")
 
 
 def test_cli_arguments_map_onto_the_config():
     import argparse
 
-    from bilinear_lens.convert.cli import add_commands, config_from_args
+    from bilinear_lens.config import from_args
+    from bilinear_lens.convert.cli import add_commands
 
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["convert", "--model", "m", "--data", "d", "--out", "o", "--baseline",
-                              "--distill", "--tokens", "1000", "--anneal-frac", "0.5", "--grad-accum", "4",
-                              "--bf16", "--threads", "1"])
-    cfg = config_from_args(args)
-    assert (cfg.mode, cfg.distill, cfg.tokens, cfg.anneal_frac, cfg.grad_accum, cfg.bf16, cfg.threads) == (
-        "baseline", 0.5, 1000, 0.5, 4, True, 1)
-    assert config_from_args(parser.parse_args(["convert", "--model", "m", "--data", "d", "--out", "o"])).mode \
-        == "bilinear"
+                              "--distill", "0.5", "--tokens", "1000", "--anneal-frac", "0.5", "--grad-accum", "4",
+                              "--bf16", "--threads", "1", "--lr", "0.01", "--no-progress"])
+    cfg = from_args(ConvertConfig, args)
+    assert (cfg.mode, cfg.distill, cfg.tokens, cfg.anneal.anneal_frac, cfg.loop.grad_accum, cfg.loop.bf16,
+            cfg.run.threads, cfg.optim.lr, cfg.run.progress, cfg.run.out) == (
+        "baseline", 0.5, 1000, 0.5, 4, True, 1, 0.01, False, "o")
+    default = from_args(ConvertConfig, parser.parse_args(["convert", "--model", "m", "--data", "d", "--out", "o"]))
+    assert default.mode == "bilinear" and default == ConvertConfig.flat(model="m", data="d", out="o")
+    # every leaf field of the config is a flag of the same name, and nothing else is
+    flags = {a.dest for a in parser._subparsers._group_actions[0].choices["convert"]._actions} - {"help"}
+    from bilinear_lens.config import fields_of
+    assert flags == set(fields_of(ConvertConfig)) - {"stop_after_steps", "fail_at_step"}

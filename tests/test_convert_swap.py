@@ -9,9 +9,9 @@ from transformer_lens import HookedTransformer
 
 from bilinear_lens import BilinearMLP
 from bilinear_lens.convert.annealed_mlp import AnnealedGateMLP, annealed_gate
-from bilinear_lens.convert.fast_attention import restore_attention, use_sdpa
-from bilinear_lens.convert.swap import (check_convertible, convert_to_bilinear, finalize_bilinear,
-                                        freeze_biases, set_beta, swap_to_annealed)
+from bilinear_lens.convert.swap import check_convertible, convert_to_bilinear, finalize_bilinear, set_beta, swap_to_annealed
+from bilinear_lens.training.optim import freeze_biases
+from bilinear_lens.training.speedups import restore_attention, use_sdpa
 from tests.conftest import tiny_cfg
 
 

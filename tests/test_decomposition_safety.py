@@ -7,7 +7,7 @@ import copy
 
 import pytest
 import torch
-from conftest import make_llama_dir
+from tests.conftest import make_llama_dir
 from transformer_lens import HookedTransformer
 
 import bilinear_lens as bl

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import needs_hooked
+from tests.conftest import needs_hooked
 
 from bilinear_lens import eigendecompose, interaction_matrices
-from bilinear_lens.decomposition.implicit_synthetic import BilinearStack, trained_like_layer
+from bilinear_lens.testing import BilinearStack, trained_like_layer
 from bilinear_lens.decomposition.interaction import interaction_from_weights, interaction_matvec, output_scales
 from bilinear_lens.decomposition.lanczos import lanczos_topk, lanczos_topk_info
 from bilinear_lens.decomposition.weights import bilinear_weights
@@ -213,7 +213,7 @@ def test_full_spectrum_activations_sum_to_mlp_output(dtype, kind, bias):
 def test_exactness_on_hooked_transformer_hook_in(fold_ln):
     from transformer_lens import HookedTransformer
 
-    from conftest import tiny_cfg
+    from tests.conftest import tiny_cfg
 
     torch.manual_seed(0)
     model = HookedTransformer(tiny_cfg(dtype=torch.float64)).eval()

@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import HOOKED, bridge64, needs_hooked, tiny_cfg
+from tests.conftest import HOOKED, bridge64, needs_hooked, tiny_cfg
 
 if HOOKED:
     from transformer_lens import HookedTransformer

@@ -43,14 +43,14 @@ def test_cli_writes_report_and_reloadable_model(tmp_path, capsys):
 
 def test_cli_two_layers_draws_tree(tmp_path):
     out = tmp_path / "deep"
-    assert main(["mnist", *TINY, "--layers", "2", "--out", str(out)]) == 0
+    assert main(["mnist", *TINY, "--n-layers", "2", "--out", str(out)]) == 0
     assert (out / "figures" / "tree.png").is_file()
     assert "tree" in json.loads((out / "metrics.json").read_text())["figures"]
 
 
 def test_cli_residual_two_layers_runs_without_tree(tmp_path):
     out = tmp_path / "res"
-    assert main(["mnist", *TINY, "--layers", "2", "--residual", "--out", str(out)]) == 0
+    assert main(["mnist", *TINY, "--n-layers", "2", "--residual", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert "tree" not in metrics["figures"] and metrics["config"]["model"]["residual"] is True
 

@@ -113,5 +113,6 @@ def test_labels_out_of_range_and_unknown_dataset(tmp_path):
 def test_hub_name_offline_error(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ValueError, match="could not load the dataset 'zalando-datasets/fashion_mnist'.*--data"):
+    with pytest.raises(ValueError, match="'zalando-datasets/fashion_mnist' is neither a local file nor a loadable "
+                       r"Hugging Face dataset \(offline mode is on.*Pass --data with a folder of idx"):
         load_data(None, "fashion-mnist")

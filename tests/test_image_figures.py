@@ -43,7 +43,7 @@ def test_log_percent_axis_always_shows_three_ticks(lo, hi):
 
 def test_spectra_heatmap_has_a_class_axis_label(monkeypatch, tmp_path):
     seen = {}
-    monkeypatch.setattr(figures, "_save", lambda fig, path, dpi=90: seen.setdefault("fig", fig))
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path, dpi=90: seen.setdefault("fig", fig))
     figures.spectra_figure(torch.randn(3, 12), ["a", "b", "c"], tmp_path / "s.png")
     heat = seen["fig"].axes[0]
     assert "class" in heat.get_ylabel() and "|λ|" in heat.get_xlabel()

@@ -95,9 +95,11 @@ def test_noise_only_in_training_and_biases_frozen():
 
 
 def test_config_errors():
-    with pytest.raises(ValueError, match="d_hidden must be >= 1"):
-        ClassifierConfig(d_hidden=0)
-    with pytest.raises(ValueError, match="unknown ClassifierConfig keys"):
+    with pytest.raises(ValueError, match="d-hidden must be >= 1"):
+        ClassifierConfig(d_hidden=0).check()
+    with pytest.raises(ValueError, match="d-hidden must be >= 1"):
+        BilinearClassifier(d_hidden=0)
+    with pytest.raises(ValueError, match="ClassifierConfig has no setting 'd_hiden'"):
         ClassifierConfig.from_dict({"d_hiden": 3})
     with pytest.raises(ValueError, match="28x28"):
         _model()(torch.rand(2, 30, 30, dtype=torch.float64))

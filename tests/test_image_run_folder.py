@@ -83,7 +83,7 @@ def _npz_with_nan(path: Path) -> None:
     (["--threads", "-1"], "--threads must be >= 0"),
     (["--d-hidden", "0"], "--d-hidden must be >= 1"),
     (["--batch-size", "0"], "--batch-size must be >= 1"),
-    (["--layers", "0"], "--layers must be >= 1"),
+    (["--n-layers", "0"], "--n-layers must be >= 1"),
     (["--weight-decay", "-1"], "--weight-decay must be >= 0"),
     (["--input-noise", "-0.5"], "--input-noise must be >= 0"),
     (["--seed", "-1"], "--seed must be >= 0"),
@@ -169,8 +169,9 @@ def test_same_run_needs_resume_other_settings_need_overwrite(tmp_path, capsys):
     assert "holds a different mnist run" in err and "d_hidden: 16 -> 8" in err
     assert main(["mnist", *_tiny(d_hidden="8"), "--overwrite", "--out", str(out)]) == 0
     assert BilinearClassifier.load(out / "model").cfg.d_hidden == 8
-    with pytest.raises(SystemExit):  # argparse: --resume and --overwrite are mutually exclusive
-        main(["mnist", *TINY, "--resume", "--overwrite", "--out", str(out)])
+    before = _tree(out)
+    assert main(["mnist", *TINY, "--resume", "--overwrite", "--out", str(out)]) == 1  # contradictory flags
+    assert "--resume and --overwrite contradict each other" in _err(capsys) and _tree(out) == before
 
 
 def test_interrupted_run_resumes_bit_identically_and_never_unpickles(tmp_path, monkeypatch, capsys):

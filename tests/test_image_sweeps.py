@@ -101,7 +101,7 @@ def test_pinv_mask_moves_only_its_own_eigenvector():
 
 def test_sizes_sweep_end_to_end_and_a_finished_sweep_is_reused(tmp_path):
     out = tmp_path / "sizes"
-    m = run_sweep("sizes", SweepOptions(out=str(out), progress=False), TINY, TINY_SIZES)
+    m = run_sweep("sizes", SweepOptions.flat(out=str(out), progress=False), TINY, TINY_SIZES)
     assert (out / "index.html").is_file() and (out / "metrics.json").is_file()
     for name in ("similarity", "truncation", "eigenvectors"):
         assert (out / m["figures"][name]).is_file()
@@ -111,7 +111,7 @@ def test_sizes_sweep_end_to_end_and_a_finished_sweep_is_reused(tmp_path):
     assert all(curve["truncation"]["k"] == [0, 1, 2, 5] for curve in m["members"])
     weights = sorted(out.glob("runs/*/model/model.safetensors"))
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in weights}
-    again = run_sweep("sizes", SweepOptions(out=str(out), resume=True, progress=False), TINY, TINY_SIZES)
+    again = run_sweep("sizes", SweepOptions.flat(out=str(out), resume=True, progress=False), TINY, TINY_SIZES)
     assert again["reused_finished_run"] is True
     assert again["heatmap_top"] == m["heatmap_top"]
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in weights} == before
@@ -120,7 +120,7 @@ def test_sizes_sweep_end_to_end_and_a_finished_sweep_is_reused(tmp_path):
 def test_sizes_similarity_matches_brute_force(tmp_path):
     """vs_reference from a sweep equals the definition recomputed from the saved members."""
     out = tmp_path / "s"
-    m = run_sweep("sizes", SweepOptions(out=str(out), progress=False), TINY, TINY_SIZES)
+    m = run_sweep("sizes", SweepOptions.flat(out=str(out), progress=False), TINY, TINY_SIZES)
     import bilinear_lens as bl
     from bilinear_lens.image.model import eigenvector_pixels
 
@@ -149,16 +149,16 @@ def test_interrupted_sweep_resumes_with_its_finished_members(tmp_path, monkeypat
 
     monkeypatch.setattr(sizes, "summarise", boom)
     with pytest.raises(RuntimeError, match="interrupted"):
-        run_sweep("sizes", SweepOptions(out=str(out), progress=False), TINY, TINY_SIZES)
+        run_sweep("sizes", SweepOptions.flat(out=str(out), progress=False), TINY, TINY_SIZES)
     monkeypatch.undo()
     assert len(list(out.glob("runs/*/model/model.safetensors"))) == 4  # kept for --resume
-    m = run_sweep("sizes", SweepOptions(out=str(out), resume=True, progress=False), TINY, TINY_SIZES)
+    m = run_sweep("sizes", SweepOptions.flat(out=str(out), resume=True, progress=False), TINY, TINY_SIZES)
     assert all(r["reused"] for r in m["members"])
     assert json.loads((out / "run.json").read_text())["finished"]
 
 
 def test_regularisation_and_adversarial_sweeps_end_to_end(tmp_path):
-    r = run_sweep("regularisation", SweepOptions(out=str(tmp_path / "r"), progress=False), TINY,
+    r = run_sweep("regularisation", SweepOptions.flat(out=str(tmp_path / "r"), progress=False), TINY,
                   dict(d_hidden=16, seeds=[0]))
     assert [s["setting"] for s in r["summary"]] == ["none", "weight decay", "input noise", "both", "latent noise"]
     model = BilinearClassifier.load(tmp_path / "r/runs/weight-decay-seed0/model")
@@ -168,7 +168,7 @@ def test_regularisation_and_adversarial_sweeps_end_to_end(tmp_path):
     member = next(x for x in r["members"] if x["setting"] == "weight decay")
     np.testing.assert_allclose(member["effective_rank"], er.numpy(), rtol=1e-5)
     assert model.cfg.input_noise == 0 and model.cfg.latent_noise == 0
-    a = run_sweep("adversarial", SweepOptions(out=str(tmp_path / "a"), progress=False), TINY,
+    a = run_sweep("adversarial", SweepOptions.flat(out=str(tmp_path / "a"), progress=False), TINY,
                   dict(d_hidden=32, n_decoders=3, n_attack=2, strengths=[0.0, 0.2]))
     for m in a["models"].values():
         assert m["pinv_accuracy"][0] == pytest.approx(m["permuted_accuracy"][0])  # strength 0: same images

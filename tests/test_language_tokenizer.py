@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bilinear_lens.language.data import read_stories, token_blocks, tokenize_stories
+from bilinear_lens.text.sources import read_texts as read_stories
+from bilinear_lens.text.tokens import blocks_of as token_blocks
+from bilinear_lens.text.tokens import tokenize_stories
 from bilinear_lens.language.tokenizer import EOT, PAD, load_tokenizer, train_tokenizer
 
 STORIES = [

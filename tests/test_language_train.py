@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bilinear_lens.language.tokenizer import EOT
-from bilinear_lens.language.train import LMTrainConfig, batch_indices, lr_factor, train_lm
+from bilinear_lens.language.train import LMTrainConfig, train_lm
 
 STORY = ("Once upon a time, there was a little {a} named {b}. {b} loved to {c} in the park. "
          "One day, {b} saw a big {d}. \"Look!\" said {b}. They were very happy.")
@@ -28,13 +28,17 @@ def data(tmp_path_factory):
     return write(d / "train.txt", 40), write(d / "val.txt", 10, offset=2)
 
 
-def tiny(data, out, **kw):
-    train, val = data
-    base = dict(train_data=str(train), val_data=str(val), out=str(out), d_model=16, n_layers=1,
-                n_heads=2, n_ctx=32, vocab_size=300, batch_size=4, max_tokens=4 * 32 * 12,
-                eval_every=4, checkpoint_every=4, num_threads=1, progress=False, seed=3)
+def tiny(files, out, **kw):
+    train, val = files
+    base = dict(data=str(train), val_data=str(val), out=str(out), d_model=16, n_layers=1,
+                n_heads=2, n_ctx=32, vocab_size=300, batch_size=4, tokens=4 * 32 * 12,
+                eval_every=4, checkpoint_every=4, threads=1, progress=False, seed=3)
     base.update(kw)
-    return LMTrainConfig(**base)
+    return LMTrainConfig.flat(**base)
+
+
+def evaluated(history):
+    return [h["step"] for h in history if "val_loss" in h]
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +51,9 @@ def test_writes_run_folder(finished):
     out, result = finished
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["finished"] and metrics["steps"] == 12 and result["train_tokens"] == 12 * 4 * 32
-    assert [h["step"] for h in metrics["history"]] == [4, 8, 12]
-    assert metrics["history"][-1]["val_loss"] < metrics["history"][0]["val_loss"]
+    assert [h["step"] for h in metrics["history"]] == list(range(1, 13))  # one record a step
+    assert evaluated(metrics["history"]) == [4, 8]  # periodic validations; the final one is val_loss
+    assert metrics["val_loss"] < metrics["history"][3]["val_loss"] < metrics["history"][0]["train_ce"]
     assert metrics["val_loss"] == pytest.approx(result["val_loss"])
     cfg = json.loads((out / "model" / "config.json").read_text())
     assert cfg["hidden_act"] == "linear" and cfg["hidden_size"] == 16 and cfg["vocab_size"] == 300
@@ -61,7 +66,7 @@ def test_model_loads_in_transformer_lens_and_transformers(finished, data):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from bilinear_lens import BilinearMLP
-    from bilinear_lens.language.data import load_tokens, token_blocks
+    from bilinear_lens.text.tokens import blocks_of, load_tokens
 
     out, result = finished
     tl = HookedTransformer.from_pretrained(str(out / "model"))
@@ -77,7 +82,7 @@ def test_model_loads_in_transformer_lens_and_transformers(finished, data):
         lp_hf = hf(ids).logits.log_softmax(-1)
     assert (lp_tl - lp_hf).abs().max() < 1e-4
     # the reported val_loss is the loaded model's loss on the validation blocks
-    val = token_blocks(load_tokens(data[1], tok), 32)
+    val = blocks_of(load_tokens(data[1], tok), 32)
     with torch.no_grad():
         logits = hf(val).logits
     loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 300), val[:, 1:].reshape(-1))
@@ -100,7 +105,8 @@ def test_resume_matches_uninterrupted(finished, data, tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
     assert resumed["val_loss"] == pytest.approx(full["val_loss"], abs=1e-6)
-    assert [h["step"] for h in resumed["history"]] == [4, 8, 12]
+    assert evaluated(resumed["history"]) == [4, 8]
+    assert [h["train_ce"] for h in resumed["history"]] == [h["train_ce"] for h in full["history"]]
     again = train_lm(tiny(data, out, resume=True))  # a finished run is returned as is
     assert again["val_loss"] == resumed["val_loss"]
 
@@ -121,17 +127,17 @@ def test_overwrite_replaces_run(data, tmp_path):
     out = tmp_path / "lm"
     before = torch.get_num_threads()
     torch.set_num_threads(2)
-    train_lm(tiny(data, out, max_tokens=4 * 32 * 2))  # trains with num_threads=1 ...
+    train_lm(tiny(data, out, tokens=4 * 32 * 2))  # trains with threads=1 ...
     assert torch.get_num_threads() == 2  # ... and restores the caller's setting
     torch.set_num_threads(before)
-    result = train_lm(tiny(data, out, mlp="swiglu", max_tokens=4 * 32 * 2, overwrite=True))
+    result = train_lm(tiny(data, out, mlp="swiglu", tokens=4 * 32 * 2, overwrite=True))
     assert result["mlp"] == "swiglu"
     assert json.loads((out / "model" / "config.json").read_text())["hidden_act"] == "silu"
 
 
 def test_bad_data_errors(data, tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        train_lm(tiny(data, tmp_path / "a", train_data=str(tmp_path / "missing.txt")))
+        train_lm(tiny(data, tmp_path / "a", data=str(tmp_path / "missing.txt")))
     assert not (tmp_path / "a").exists()  # nothing written for a bad call
     empty = tmp_path / "empty.txt"
     empty.write_text("")
@@ -146,8 +152,8 @@ def test_cli_train_lm(data, tmp_path, capsys):
 
     train, val = data
     args = ["train-lm", "--data", str(train), "--val-data", str(val), "--out", str(tmp_path / "cli"),
-            "--d-model", "16", "--layers", "1", "--heads", "2", "--ctx", "32", "--vocab", "280",
-            "--batch", "4", "--tokens", "256", "--threads", "1", "--no-progress"]
+            "--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--n-ctx", "32", "--vocab-size",
+            "280", "--batch-size", "4", "--tokens", "256", "--threads", "1", "--no-progress"]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["train_tokens"] == 256 and summary["mlp"] == "bilinear"
@@ -157,29 +163,18 @@ def test_cli_train_lm(data, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_data_order_and_schedule():
-    n, bs = 10, 4
-    seen = torch.cat([batch_indices(s, bs, n, seed=0) for s in range(5)])  # 2 epochs
-    assert sorted(seen[:10].tolist()) == list(range(10)) and sorted(seen[10:20].tolist()) == list(range(10))
-    assert torch.equal(batch_indices(3, bs, n, 0), batch_indices(3, bs, n, 0))
-    assert not torch.equal(batch_indices(0, bs, n, 0), batch_indices(0, bs, n, 1))
-    assert lr_factor(0, 100, 10, 0.1) == pytest.approx(0.1)
-    assert lr_factor(9, 100, 10, 0.1) == pytest.approx(1.0)
-    assert lr_factor(100, 100, 10, 0.1) == pytest.approx(0.1)
-
-
 def test_epochs_and_held_out_validation(data, tmp_path):
-    from bilinear_lens.language.data import load_tokens, token_blocks
     from bilinear_lens.language.tokenizer import load_tokenizer
+    from bilinear_lens.text.tokens import blocks_of, load_tokens
 
     out = tmp_path / "lm"
-    result = train_lm(tiny(data, out, val_data=None, max_tokens=None, epochs=0.5, eval_every=100))
+    result = train_lm(tiny(data, out, val_data=None, tokens=None, epochs=0.5, eval_every=100))
     tok = load_tokenizer(out / "tokenizer")
-    n_blocks = len(token_blocks(load_tokens(data[0], tok), 32))
+    n_blocks = len(blocks_of(load_tokens(data[0], tok), 32))
     n_val = int(n_blocks * 0.05)
     assert n_val >= 1 and result["val_blocks"] == n_val and result["train_blocks"] == n_blocks - n_val
     assert result["steps"] == round(0.5 * (n_blocks - n_val) / 4)
-    assert [h["step"] for h in result["history"]] == [result["steps"]]  # only the final evaluation
+    assert evaluated(result["history"]) == [] and len(result["history"]) == result["steps"]  # final only
 
 
 def test_finished_run_with_a_truncated_model_and_overwrite_of_its_own_tokenizer_refused(finished, data, tmp_path):

@@ -4,12 +4,11 @@ architectures, truncated or non-finite weights; pytorch_model.bin is never unpic
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_llama_dir
+from tests.conftest import make_llama_dir
 from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer
 

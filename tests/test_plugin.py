@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import HOOKED, NO_HOOKED
+from tests.conftest import HOOKED, NO_HOOKED
 
 if not HOOKED:  # every test here loads or builds a HookedTransformer
     pytest.skip(NO_HOOKED, allow_module_level=True)
 import transformer_lens.loading_from_pretrained as loading
-from conftest import tiny_cfg
+from tests.conftest import tiny_cfg
 from transformer_lens import HookedTransformer, HookedTransformerConfig, utils
 from transformer_lens.components.mlps.gated_mlp import GatedMLP
 from transformer_lens.factories.mlp_factory import MLPFactory

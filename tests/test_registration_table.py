@@ -98,7 +98,7 @@ def test_entry_point_works_without_importing_bilinear_lens(tmp_path):
     if not reg.entry_point_installed():
         pytest.skip("this environment's bilinear-lens metadata has no transformer_lens.architectures entry point "
                     "(pip install -e . installs it)")
-    from conftest import make_llama_dir
+    from tests.conftest import make_llama_dir
 
     make_llama_dir(tmp_path / "m", mlp_bias=True)
     script = textwrap.dedent(f"""
@@ -124,7 +124,7 @@ def test_entry_point_works_without_importing_bilinear_lens(tmp_path):
 
 @pytest.mark.skipif(not reg.has_hooked_transformer(), reason="TransformerLens 4.x has no HookedTransformer")
 def test_bilinear_act_fn_without_gated_mlp_is_refused():
-    from conftest import tiny_cfg
+    from tests.conftest import tiny_cfg
     from transformer_lens import HookedTransformer
 
     with pytest.raises(ValueError, match="act_fn='bilinear' with gated_mlp=False .* set gated_mlp=True"):

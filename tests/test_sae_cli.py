@@ -21,7 +21,7 @@ def setup(tmp_path_factory):
 
     from bilinear_lens import save_pretrained
     from bilinear_lens.language.tokenizer import train_tokenizer_from_texts
-    from conftest import tiny_cfg
+    from tests.conftest import tiny_cfg
 
     root = tmp_path_factory.mktemp("sae_cli")
     rng = random.Random(0)
@@ -32,8 +32,8 @@ def setup(tmp_path_factory):
     torch.manual_seed(0)
     model = HookedTransformer(tiny_cfg(d_vocab=len(tok))).eval()
     save_pretrained(model, root / "model", tokenizer=tok)
-    common = ["--model", str(root / "model"), "--layer", "1", "--data", str(data), "--tokens", "2048",
-              "--context", "32", "--batch-tokens", "256", "--eval-rows", "8", "--k", "4", "--expansion", "2"]
+    common = ["--model", str(root / "model"), "--layer", "1", "--data", str(data), "--training-tokens", "2048",
+              "--context-size", "32", "--batch-size-tokens", "256", "--eval-rows", "8", "--k", "4", "--expansion", "2"]
     for side in ("in", "out"):
         assert main(["train-sae", *common, "--hook", side, "--out", str(root / f"sae_{side}")]) == 0
     return root, data
@@ -61,7 +61,7 @@ def test_compare_writes_metrics_and_report(setup):
     out = root / "report"
     rc = main(["compare", "--model", str(root / "model"), "--layer", "1", "--sae-in", str(root / "sae_in"),
                "--sae-out", str(root / "sae_out"), "--data", str(data), "--out", str(out), "--rows", "24",
-               "--context", "32", "--ks", "1,2,4,32", "--show", "1"])
+               "--context", "32", "--ks", "1,2,4,32", "--n-show", "1"])
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     assert {"lowrank_correlation", "interactions", "matching", "side_by_side", "sae"} <= set(m)
@@ -90,7 +90,7 @@ def test_compare_rejects_swapped_saes(setup, capsys):
 def test_train_sae_rejects_unknown_layer(setup, capsys):
     root, data = setup
     rc = main(["train-sae", "--model", str(root / "model"), "--layer", "5", "--hook", "in", "--data", str(data),
-               "--out", str(root / "nope"), "--tokens", "512", "--batch-tokens", "256", "--context", "32",
+               "--out", str(root / "nope"), "--training-tokens", "512", "--batch-size-tokens", "256", "--context-size", "32",
                "--eval-rows", "2"])
     assert rc == 1
     assert "--layer must be in [0, 1], got 5" in capsys.readouterr().err
@@ -105,7 +105,7 @@ def test_compare_refuses_saes_of_another_model(setup, tmp_path, capsys):
 
     from bilinear_lens import save_pretrained
     from bilinear_lens.language.tokenizer import load_tokenizer
-    from conftest import tiny_cfg
+    from tests.conftest import tiny_cfg
 
     root, data = setup
     tok = load_tokenizer(root / "model")

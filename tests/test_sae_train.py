@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from bilinear_lens.sae.train import SAETrainConfig, sae_hook_name, train_sae
+from bilinear_lens.sae.config import SAETrainConfig, sae_hook_name
+from bilinear_lens.sae.train import train_sae
 
 
 def small_cfg(**kw):
@@ -41,7 +42,7 @@ def test_killed_run_resumes_bit_identically(tiny_bilinear, tmp_path):
     from safetensors.torch import load_file
     from sae_lens import SAE
 
-    from bilinear_lens.sae.train import InjectedFailure
+    from bilinear_lens.runs import InjectedFailure
 
     tokens = torch.randint(0, 97, (32, 16))
     cfg = small_cfg()  # 16 steps, a checkpoint every 4

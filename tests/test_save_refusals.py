@@ -15,7 +15,7 @@ from transformer_lens import HookedTransformer
 from bilinear_lens import CheckpointError, save_pretrained
 from bilinear_lens.checkpoints import MODEL_MARKER
 from bilinear_lens.image.model import BilinearClassifier
-from conftest import tiny_cfg
+from tests.conftest import tiny_cfg
 
 
 def _tree(folder: Path) -> dict:

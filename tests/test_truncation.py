@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_hooks import HOOK_EIG, HOOK_IN, L, MLP_OUT, directions, hook_state, model64, tokens
+from tests.test_hooks import HOOK_EIG, HOOK_IN, L, MLP_OUT, directions, hook_state, model64, tokens
 
 import bilinear_lens as bl
-from bilinear_lens.decomposition.truncation import truncation_sweep
+from bilinear_lens.hooks.truncation import truncation_sweep
 
 
 def run(model, k=None, eig=None, fwd_hooks=()):

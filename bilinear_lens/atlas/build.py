@@ -201,7 +201,7 @@ def _compute(model: Any, weights: Any, dirs: Directions, root: Path, run: Any, d
 
 
 def _context_rows(data: str, tokenizer: Any, rows: int, ctx: int) -> torch.Tensor:
-    from bilinear_lens.sae.cli import text_blocks
+    from bilinear_lens.text.tokens import text_blocks
 
     if not Path(data).is_file():
         raise RunError(f"--data {data} does not exist; give a text file (one story per line).")

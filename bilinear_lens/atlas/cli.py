@@ -30,7 +30,7 @@ def load_source(src: str, device: str) -> Tuple[Any, Any]:
     if not has_hooked_transformer():
         return _load_bridge(src, device)
     if Path(src).is_dir():
-        from bilinear_lens.sae.cli import load_model
+        from bilinear_lens.loading import load_model_and_tokenizer as load_model
 
         return load_model(src)
     from bilinear_lens import load_pretrained

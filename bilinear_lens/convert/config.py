@@ -1,96 +1,63 @@
-"""The settings of one conversion run (``ConvertConfig``: ``run.json``'s identity, option checks)
-and its step counter."""
+"""The settings of one conversion run (``run.json``'s identity, option checks, the command-line flags).
+
+``ConvertConfig`` nests the shared loop's settings (:class:`~bilinear_lens.training.OptimConfig`,
+:class:`~bilinear_lens.training.LoopConfig`), the gate annealing (:class:`AnnealConfig`) and the run
+options; every leaf field is a ``convert`` flag of the same name. The defaults are the converter's best
+measured recipe on stories260k (docs/convert.md, "Which settings matter").
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Dict, Optional
+from dataclasses import dataclass
+from typing import Optional
 
-from bilinear_lens.runs import RunError, check_float, check_int, check_resume_overwrite
+from bilinear_lens.config import Config, RunOptions, nested, option
+from bilinear_lens.training.config import LoopConfig, OptimConfig
+from bilinear_lens.training.schedule import BETA_SCHEDULES
 
-# Fields that do not change what a run computes (a resumed run may differ in them).
-_NOT_IDENTITY = ("out", "resume", "overwrite", "fail_at_step", "checkpoint_every", "eval_every",
-                 "progress", "threads", "fsdp")
-RUN_FILES = ("run.json", "metrics.json", "checkpoint", "model")
+__all__ = ["AnnealConfig", "ConvertConfig", "OWNED"]
+
+OWNED = ("run.json", "metrics.json", "checkpoint", "model")
+"""The entries a conversion run writes (what ``--overwrite`` replaces)."""
 
 
 @dataclass
-class ConvertConfig:
+class AnnealConfig(Config):
+    """How the gate ``phi_beta(g) = (2 - beta) g sigmoid(beta g)`` goes from SiLU (1) to bilinear (0)."""
+
+    anneal_frac: float = option(0.3, "fraction of the steps over which beta goes from 1 to 0", minimum=0,
+                                maximum=1, inclusive=(False, True))
+    beta_schedule: str = option("linear", "shape of beta over the annealing steps", choices=BETA_SCHEDULES)
+
+
+@dataclass
+class ConvertConfig(Config):
     """Everything that defines a conversion run (``run.json`` in the output folder)."""
 
-    model: str  # local Llama folder (SwiGLU)
-    data: str  # text file (stories separated by <|endoftext|> lines) or HF dataset name
-    out: str
-    tokens: int = 2_000_000  # training tokens (rounded up to whole optimiser steps)
-    mode: str = "bilinear"  # "bilinear" | "baseline"
-    distill: float = 0.0  # weight w of KL(teacher || student); 0 = plain LM loss
-    tokenizer: Optional[str] = None  # default: the model folder
-    val_data: Optional[str] = None  # default: validation.txt next to a local data file
-    val_stories: int = 200
-    val_max_len: int = 512
-    seq_len: int = 256
-    batch_size: int = 16  # sequences per micro-batch per process
-    grad_accum: int = 1
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup: int = 20
-    lr_decay: str = "cosine"
-    min_lr_ratio: float = 0.1
-    anneal_frac: float = 0.3
-    beta_schedule: str = "linear"
-    grad_clip: float = 1.0
-    bf16: bool = False
-    grad_checkpointing: bool = False
-    fsdp: bool = False  # shard weights, gradients and optimiser state over processes (FSDP2)
-    seed: int = 0
-    first_n_layers: Optional[int] = None
-    text_field: str = "text"
-    train_limit: Optional[int] = None  # use only the first N training texts
-    eval_every: int = 0  # steps between validations (0: about 4 per run)
-    checkpoint_every: int = 50
-    resume: bool = False
-    overwrite: bool = False
-    progress: bool = True
-    threads: Optional[int] = None  # torch CPU threads (1 is fastest on a busy shared CPU)
-    fail_at_step: Optional[int] = None  # testing: raise in the middle of this step
+    model: str = option(help="SwiGLU Llama: a local Hugging Face folder, or a Hub repo id such as "
+                        "TinyLlama/TinyLlama-1.1B-Chat-v1.0 (fetched into the Hub cache)", path=True)
+    data: str = option(help="text file (stories separated by <|endoftext|> lines) or a Hugging Face dataset name",
+                       path=True)
+    tokens: int = option(2_000_000, "training tokens (rounded up to whole optimiser steps)", minimum=1)
+    baseline: bool = option(False, "keep the SiLU gate: the equal-token baseline")
+    distill: float = option(0.9, "weight w of KL(original || student) in (1 - w) CE + w KL", minimum=0, maximum=1,
+                            inclusive=(True, False))
+    tokenizer: Optional[str] = option(None, "tokenizer folder (default: the model folder)", path=True)
+    val_data: Optional[str] = option(None, "validation text file (default: validation.txt next to --data)",
+                                     path=True)
+    val_stories: int = option(200, "validation stories (the first ones of the file)", minimum=1)
+    val_max_len: int = option(512, "validation stories are cut to this many tokens", minimum=2)
+    seq_len: int = option(256, "training sequence length", minimum=2)
+    seed: int = option(0, "seed of the data order", minimum=0)
+    first_n_layers: Optional[int] = option(None, "convert only the first N blocks of the model", minimum=1)
+    text_field: str = option("text", "column of a Hugging Face dataset")
+    train_limit: Optional[int] = option(None, "use only the first N training texts", minimum=1)
+    anneal: AnnealConfig = nested(AnnealConfig)
+    optim: OptimConfig = nested(OptimConfig, lambda: OptimConfig(lr=3e-3, weight_decay=0.0, warmup=10))
+    loop: LoopConfig = nested(LoopConfig, lambda: LoopConfig(batch_size=32, checkpoint_every=50))
+    run: RunOptions = nested(RunOptions, lambda: RunOptions(threads=None), identity=False)
 
-    def identity(self) -> Dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k not in _NOT_IDENTITY}
-
-    def check(self) -> None:
-        """One-line :class:`RunError` naming the option (its ``convert`` flag) and its range."""
-        check_resume_overwrite(self.resume, self.overwrite)
-        for flag, value, lo in (("--tokens", self.tokens, 1), ("--val-stories", self.val_stories, 1),
-                                ("--val-max-len", self.val_max_len, 2), ("--seq-len", self.seq_len, 2),
-                                ("--batch-size", self.batch_size, 1), ("--grad-accum", self.grad_accum, 1),
-                                ("--warmup", self.warmup, 0), ("--seed", self.seed, 0),
-                                ("--first-n-layers", self.first_n_layers, 1),
-                                ("--train-limit", self.train_limit, 1), ("--eval-every", self.eval_every, 0),
-                                ("--checkpoint-every", self.checkpoint_every, 1),
-                                ("--threads", self.threads, 0), ("fail_at_step", self.fail_at_step, 0)):
-            check_int(flag, value, minimum=lo)
-        check_float("--lr", self.lr, minimum=0, inclusive=(False, True))
-        check_float("--weight-decay", self.weight_decay, minimum=0)
-        check_float("--min-lr-ratio", self.min_lr_ratio, 0, 1)
-        check_float("--anneal-frac", self.anneal_frac, 0, 1)
-        check_float("--grad-clip", self.grad_clip, minimum=0)
-        check_float("--distill", self.distill, 0, 1, inclusive=(True, False))
-        if self.mode not in ("bilinear", "baseline"):
-            raise RunError(f"mode={self.mode!r}; use 'bilinear' or 'baseline'")
-
-
-class StepCounter:
-    """Step and history, saved with the accelerator state."""
-
-    def __init__(self) -> None:
-        self.step, self.history, self.extra = 0, [], {}
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {"step": self.step, "history": self.history, "extra": self.extra}
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        self.step, self.history, self.extra = state["step"], state["history"], state["extra"]
-
-
-class InjectedFailure(RuntimeError):
-    """Raised by ``fail_at_step`` (tests of resuming)."""
+    @property
+    def mode(self) -> str:
+        """``"baseline"`` or ``"bilinear"``."""
+        return "baseline" if self.baseline else "bilinear"

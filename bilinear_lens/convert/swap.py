@@ -6,12 +6,7 @@ replaced after construction would otherwise leave stale hooks pointing at the de
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Iterable, List
-
-import torch
-import torch.nn as nn
-from torch.utils.checkpoint import checkpoint
+from typing import Any, Iterable
 
 from bilinear_lens.components.bilinear_mlp import BilinearMLP
 from bilinear_lens.convert.annealed_mlp import AnnealedGateMLP, is_swiglu
@@ -31,19 +26,6 @@ def check_convertible(model: Any) -> None:
         raise ValueError(f"blocks {bad} have no SwiGLU MLP (act_fn={cfg.act_fn!r}, "
                          f"gated_mlp={cfg.gated_mlp}); the converter needs a Llama-style SiLU-gated MLP "
                          "in every block")
-
-
-def freeze_biases(model: nn.Module) -> List[str]:
-    """Freeze every bias (``b_*``/``_b_*``): HookedTransformer materialises zero attention, MLP and
-    unembedding biases that a Hugging Face Llama does not have; keeping them at zero keeps the
-    export a plain Llama. Returns the frozen parameter names."""
-    names = []
-    for name, p in model.named_parameters():
-        leaf = name.rsplit(".", 1)[-1]
-        if leaf.startswith("b_") or leaf.startswith("_b_"):
-            p.requires_grad_(False)
-            names.append(name)
-    return names
 
 
 def swap_to_annealed(model: Any, beta: float = 1.0) -> Any:
@@ -94,23 +76,3 @@ def convert_to_bilinear(model: Any) -> Any:
     model. Weights are shared with the SwiGLU model's values, not with its tensors."""
     swap_to_annealed(model, beta=0.0)
     return finalize_bilinear(model)
-
-
-def enable_gradient_checkpointing(model: Any) -> None:
-    """Recompute each block's activations in the backward pass (``torch.utils.checkpoint``).
-
-    Trades about one extra forward per step for storing only the residual stream between blocks.
-    """
-    for block in model.blocks:
-        if getattr(block, "_bl_checkpointed", False):
-            continue
-        forward = block.forward
-
-        @functools.wraps(forward)
-        def wrapped(*args: Any, _forward=forward, **kwargs: Any) -> torch.Tensor:
-            if torch.is_grad_enabled():
-                return checkpoint(_forward, *args, use_reentrant=False, **kwargs)
-            return _forward(*args, **kwargs)
-
-        block.forward = wrapped
-        block._bl_checkpointed = True

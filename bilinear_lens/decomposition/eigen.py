@@ -20,7 +20,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from bilinear_lens.decomposition.interaction import as_directions, interaction_from_weights
-from bilinear_lens.decomposition.weights import BilinearWeights, append_one, bilinear_weights
+from bilinear_lens.decomposition.weights import BilinearWeights, ModelWithBilinearLayers, append_one, bilinear_weights
 
 DENSE_CHUNK = 64  # directions per dense eigh batch (bounds memory at 64 * d * d floats)
 
@@ -131,7 +131,7 @@ def _dense_or_error(weights: BilinearWeights, directions: Tensor, k: Optional[in
 
 
 def eigendecompose(
-    model: Any,
+    model: ModelWithBilinearLayers,
     layer: int,
     directions: Tensor,
     k: Optional[int] = None,

@@ -32,7 +32,7 @@ precision for any kept set (``sigma_s Q_s = Q(D^T a_s)`` exactly).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 from jaxtyping import Float
@@ -40,7 +40,7 @@ from torch import Tensor
 
 from bilinear_lens.decomposition.eigen import Eigendecomposition, eigendecompose
 from bilinear_lens.decomposition.interaction import as_directions, output_scales
-from bilinear_lens.decomposition.weights import BilinearWeights, bilinear_weights
+from bilinear_lens.decomposition.weights import BilinearWeights, ModelWithBilinearLayers, bilinear_weights
 
 
 @dataclass
@@ -87,7 +87,7 @@ def neuron_gram(weights: BilinearWeights) -> Float[Tensor, "d_mlp d_mlp"]:
 
 
 def hosvd(
-    model: Any,
+    model: ModelWithBilinearLayers,
     layer: int,
     directions: Optional[Tensor] = None,
     k: Optional[int] = None,

@@ -15,13 +15,13 @@ W_gate (s * (W_in^T x)))``, ``O(d * d_mlp)`` per vector; the implicit eigensolve
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from bilinear_lens.decomposition.weights import BilinearWeights, bilinear_weights, require_finite_directions
+from bilinear_lens.decomposition.weights import BilinearWeights, ModelWithBilinearLayers, bilinear_weights, require_finite_directions
 
 
 def as_directions(directions: Tensor, d_model: int) -> Float[Tensor, "n d_model"]:
@@ -71,7 +71,7 @@ def interaction_matvec(
 
 
 def interaction_matrices(
-    model: Any, layer: int, directions: Tensor, dtype: Optional[torch.dtype] = None
+    model: ModelWithBilinearLayers, layer: int, directions: Tensor, dtype: Optional[torch.dtype] = None
 ) -> Float[Tensor, "n d d"]:
     """Interaction matrices ``Q(u)`` of ``model``'s bilinear layer ``layer`` for each direction ``u``.
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from jaxtyping import Float
@@ -200,6 +200,52 @@ def _fix_signs(vectors: Float[Tensor, "n k d"]) -> Tensor:
     return vectors * torch.where(sign == 0, torch.ones_like(sign), sign)
 
 
+def _sizes(weights: BilinearWeights, directions: Tensor, k: int, tol: Optional[float], krylov_dim: Optional[int],
+           keep: Optional[int], block_size: Optional[int]) -> Tuple[float, int, int, int]:
+    """``(tol, m, b, p)``: tolerance, Krylov basis size, block size and Ritz vectors kept per restart, checked
+    against the problem (one-line ``ValueError`` naming the setting)."""
+    dtype, d = weights.W_in.dtype, weights.d
+    if directions.ndim != 2 or directions.shape[-1] != weights.d_model:
+        raise ValueError(f"directions must be [n, d_model={weights.d_model}], got {tuple(directions.shape)}.")
+    if not 1 <= k <= d:
+        raise ValueError(f"k={k} is out of range: the interaction matrices are {d} x {d}, so 1 <= k <= {d}.")
+    tol = DEFAULT_TOL.get(dtype, 1e-5) if tol is None else float(tol)
+    if not tol > 0:
+        raise ValueError(f"tol must be positive, got {tol}.")
+    m = default_krylov_dim(k, d) if krylov_dim is None else min(int(krylov_dim), d)
+    if m <= k and m < d:
+        raise ValueError(f"krylov_dim={krylov_dim} must exceed k={k} (or equal d={d}).")
+    if keep is not None and not k <= keep < m:
+        raise ValueError(f"keep={keep} must satisfy k={k} <= keep < krylov_dim={m}.")
+    b = default_block_size(directions.shape[0]) if block_size is None else int(block_size)
+    if b < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}.")
+    m = -(-m // b) * b  # a whole number of blocks
+    if m >= d:  # the Krylov basis spans the whole space: plain Lanczos, one cycle
+        m, b = d, 1
+    p = default_keep(k, m) if keep is None else int(keep)
+    p = min(m - b, m - (-(-(m - p) // b)) * b)  # restarts expand by whole blocks
+    if m < d and not k <= p:
+        raise ValueError(f"krylov_dim={m} leaves no room to restart with k={k} and block_size={b}.")
+    return tol, m, b, p
+
+
+def _thick_restart(V: Tensor, R: Tensor, Y: Tensor, theta: Tensor, m: int, p: int, b: int) -> Tuple[Tensor, Tensor]:
+    """The restarted basis ``[n, m + b, d]`` (the ``p`` best Ritz vectors, then the residual block) and its
+    arrow-shaped projected matrix ``[n, m, m]`` (Ritz values on the diagonal, residual couplings in the arrow)."""
+    n, d = V.shape[0], V.shape[2]
+    V_new = torch.zeros(n, m + b, d, dtype=V.dtype, device=V.device)
+    V_new[:, :p] = torch.bmm(Y[:, :, :p].transpose(1, 2).to(V.dtype), V[:, :m])
+    V_new[:, p : p + b] = V[:, m : m + b]
+    H = torch.zeros(n, m, m, dtype=torch.float64, device=V.device)
+    idx = torch.arange(p, device=V.device)
+    H[:, idx, idx] = theta[:, :p]
+    arrow = torch.bmm(R, Y[:, m - b :, :p])  # [n, b, p]
+    H[:, p : p + b, :p] = arrow
+    H[:, :p, p : p + b] = arrow.transpose(1, 2)
+    return V_new, H
+
+
 def lanczos_topk_info(
     weights: BilinearWeights,
     directions: Float[Tensor, "n d_model"],
@@ -224,29 +270,8 @@ def lanczos_topk_info(
     """
     W = weights.W_in
     dtype, device, d = W.dtype, W.device, weights.d
-    if directions.ndim != 2 or directions.shape[-1] != weights.d_model:
-        raise ValueError(f"directions must be [n, d_model={weights.d_model}], got {tuple(directions.shape)}.")
-    if not 1 <= k <= d:
-        raise ValueError(f"k={k} is out of range: the interaction matrices are {d} x {d}, so 1 <= k <= {d}.")
-    tol = DEFAULT_TOL.get(dtype, 1e-5) if tol is None else float(tol)
-    if not tol > 0:
-        raise ValueError(f"tol must be positive, got {tol}.")
-    m = default_krylov_dim(k, d) if krylov_dim is None else min(int(krylov_dim), d)
-    if m <= k and m < d:
-        raise ValueError(f"krylov_dim={krylov_dim} must exceed k={k} (or equal d={d}).")
-    if keep is not None and not k <= keep < m:
-        raise ValueError(f"keep={keep} must satisfy k={k} <= keep < krylov_dim={m}.")
     n = directions.shape[0]
-    b = default_block_size(n) if block_size is None else int(block_size)
-    if b < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size}.")
-    m = -(-m // b) * b  # a whole number of blocks
-    if m >= d:  # the Krylov basis spans the whole space: plain Lanczos, one cycle
-        m, b = d, 1
-    p = default_keep(k, m) if keep is None else int(keep)
-    p = min(m - b, m - (-(-(m - p) // b)) * b)  # restarts expand by whole blocks
-    if m < d and not k <= p:
-        raise ValueError(f"krylov_dim={m} leaves no room to restart with k={k} and block_size={b}.")
+    tol, m, b, p = _sizes(weights, directions, k, tol, krylov_dim, keep, block_size)
     generator = torch.Generator().manual_seed(seed)
     op_all = _Operator(weights, output_scales(weights, directions))
     if progress is None:
@@ -283,18 +308,8 @@ def lanczos_topk_info(
         if not sel.any():
             break
         restarts[active[sel.cpu()]] += 1
-        # thick restart: p best Ritz vectors + the residual block, arrow-shaped projected matrix
-        Ysel = Y[sel]
-        V_new = torch.zeros(int(sel.sum()), m + b, d, dtype=dtype, device=device)
-        V_new[:, :p] = torch.bmm(Ysel[:, :, :p].transpose(1, 2).to(dtype), V[sel, :m])
-        V_new[:, p : p + b] = V[sel, m : m + b]
-        H = torch.zeros(int(sel.sum()), m, m, dtype=torch.float64, device=device)
-        idx = torch.arange(p, device=device)
-        H[:, idx, idx] = theta[sel, :p]
-        arrow = torch.bmm(R[sel], Ysel[:, m - b :, :p])  # [n, b, p]
-        H[:, p : p + b, :p] = arrow
-        H[:, :p, p : p + b] = arrow.transpose(1, 2)
-        V, anorm, active, j0 = V_new, anorm[sel], active[sel.cpu()], p
+        V, H = _thick_restart(V[sel], R[sel], Y[sel], theta[sel], m, p, b)
+        anorm, active, j0 = anorm[sel], active[sel.cpu()], p
         op = op.select(sel)
     bar.close()
 

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from bilinear_lens.decomposition.eigen import Eigendecomposition, eigendecompose
 from bilinear_lens.decomposition.interaction import as_directions
-from bilinear_lens.decomposition.weights import bilinear_layer
+from bilinear_lens.decomposition.weights import BilinearModel, ModelWithBilinearLayers, bilinear_layer, mlp_layers
 
 
 @dataclass(eq=False)
@@ -95,9 +95,9 @@ class EigenTree:
         return torch.tensor([node.value for node in self.at_layer(layer)])
 
 
-def _stacked_layers(model: Any) -> int:
+def _stacked_layers(model: ModelWithBilinearLayers) -> int:
     """Number of bilinear layers of a residual-free stack, with clear errors for other models."""
-    if not hasattr(model, "bilinear_layers"):
+    if not isinstance(model, BilinearModel):
         raise TypeError(
             f"eigen_tree needs stacked bilinear layers whose inputs are the previous layer's outputs (no "
             f"residual stream, no normalisation) exposed by a bilinear_layers() method; {type(model).__name__} "
@@ -109,11 +109,11 @@ def _stacked_layers(model: Any) -> int:
             "eigen_tree is exact only without residual connections, but this model has cfg.residual=True: "
             "its layers' inputs are not the previous layers' outputs. Train with residual=False."
         )
-    return len(list(model.bilinear_layers()))
+    return len(mlp_layers(model))
 
 
 def eigen_tree(
-    model: Any,
+    model: ModelWithBilinearLayers,
     directions: Tensor,
     depth: int,
     k: int,

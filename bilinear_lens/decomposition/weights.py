@@ -23,7 +23,7 @@ bfloat16 kernels, and half precision is too coarse for eigenvectors).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, List, Optional, Protocol, Sequence, Union, runtime_checkable
 
 import torch
 from jaxtyping import Float
@@ -31,6 +31,9 @@ from torch import Tensor
 
 from bilinear_lens.components.bilinear_mlp import BilinearMLP
 from bilinear_lens.runs.checks import require_finite
+
+__all__ = ["BilinearModel", "BilinearWeights", "ModelWithBilinearLayers", "TransformerModel", "REDUCED_PRECISION", "append_one", "bilinear_layer",
+           "bilinear_layer_types", "bilinear_weights", "mlp_layers", "require_finite_directions", "working_dtype"]
 
 REDUCED_PRECISION = (torch.bfloat16, torch.float16)
 """Weight dtypes decomposed in float32 (:func:`working_dtype`)."""
@@ -92,6 +95,41 @@ class BilinearWeights:
                                self.homogeneous, self.layer, self.hook_in)
 
 
+@runtime_checkable
+class BilinearModel(Protocol):
+    """A model whose bilinear layers decompositions can read without knowing its type: anything with a
+    ``bilinear_layers()`` method returning its :class:`BilinearMLP` modules in order (the image classifier).
+    Transformers (``HookedTransformer``, ``TransformerBridge``) are read through ``model.blocks[L].mlp``
+    instead (:func:`mlp_layers`)."""
+
+    def bilinear_layers(self) -> Sequence[Any]: ...
+
+
+@runtime_checkable
+class TransformerModel(Protocol):
+    """A ``HookedTransformer`` or ``TransformerBridge``: layer ``L``'s MLP is ``blocks[L].mlp``."""
+
+    blocks: Any
+
+
+ModelWithBilinearLayers = Union[BilinearModel, TransformerModel]
+"""What every decomposition and hook accepts (:func:`mlp_layers`)."""
+
+
+def mlp_layers(model: ModelWithBilinearLayers) -> List[Any]:
+    """The MLP of every layer of ``model``, in order: ``model.bilinear_layers()`` (:class:`BilinearModel`),
+    else ``[block.mlp for block in model.blocks]`` (a transformer); a ``TypeError`` naming the fix otherwise.
+    The one place that lists a model's layers (decompositions, hooks, trees)."""
+    if isinstance(model, BilinearModel):
+        return list(model.bilinear_layers())
+    if hasattr(model, "blocks"):
+        return [block.mlp for block in model.blocks]
+    raise TypeError(
+        f"{type(model).__name__} exposes no bilinear layers: pass a HookedTransformer or TransformerBridge "
+        "with bilinear blocks, or give the model a bilinear_layers() method returning its BilinearMLPs."
+    )
+
+
 def bilinear_layer_types() -> tuple:
     """The module types decompositions accept: :class:`BilinearMLP` and the bridge's ``BilinearMLPBridge``."""
     from bilinear_lens.bridge.mlp import BilinearMLPBridge
@@ -127,22 +165,14 @@ def not_bilinear_message(mlp: Any, model: Any, layer: int) -> str:
     return f"{what}, not a bilinear MLP: weight-based decompositions need bilinear MLP layers."
 
 
-def bilinear_layer(model: Any, layer: int) -> BilinearMLP:
+def bilinear_layer(model: ModelWithBilinearLayers, layer: int) -> BilinearMLP:
     """Layer ``layer``'s bilinear MLP (:class:`BilinearMLP`, or ``BilinearMLPBridge`` on a TransformerBridge).
 
     Both expose ``W_in``/``W_gate``/``W_out``/``b_in``/``b_gate``/``b_out``, ``has_bias``, ``hook_in``,
     ``hook_eig`` and ``eigen``; on a bridge the weights are the processed ones after
     ``enable_compatibility_mode()``, in the coordinates of its ``hook_in``.
     """
-    if hasattr(model, "bilinear_layers"):
-        layers = list(model.bilinear_layers())
-    elif hasattr(model, "blocks"):
-        layers = [block.mlp for block in model.blocks]
-    else:
-        raise TypeError(
-            f"{type(model).__name__} exposes no bilinear layers: pass a HookedTransformer or TransformerBridge "
-            "with bilinear blocks, or give the model a bilinear_layers() method returning its BilinearMLPs."
-        )
+    layers = mlp_layers(model)
     if not -len(layers) <= layer < len(layers):
         raise IndexError(f"layer {layer} is out of range: the model has {len(layers)} layers.")
     mlp = layers[layer]
@@ -151,7 +181,7 @@ def bilinear_layer(model: Any, layer: int) -> BilinearMLP:
     return mlp
 
 
-def bilinear_weights(model: Any, layer: int, dtype: Optional[torch.dtype] = None) -> BilinearWeights:
+def bilinear_weights(model: ModelWithBilinearLayers, layer: int, dtype: Optional[torch.dtype] = None) -> BilinearWeights:
     """Read layer ``layer``'s weights (homogeneous coordinates when a branch bias is non-zero), in
     ``dtype`` (default: the weights' own, float32 for bfloat16/float16); NaN/inf are refused."""
     mlp = bilinear_layer(model, layer)
@@ -167,7 +197,6 @@ def bilinear_weights(model: Any, layer: int, dtype: Optional[torch.dtype] = None
     if homogeneous:
         W_in = torch.cat([W_in, mlp.b_in.detach()[None]], dim=0)
         W_gate = torch.cat([W_gate, mlp.b_gate.detach()[None]], dim=0)
-    n_layers = len(list(model.bilinear_layers())) if hasattr(model, "bilinear_layers") else len(model.blocks)
     weights = BilinearWeights(W_in, W_gate, mlp.W_out.detach(), mlp.b_out.detach(), homogeneous,
-                              layer % n_layers, getattr(mlp.hook_in, "name", None))
+                              layer % len(mlp_layers(model)), getattr(mlp.hook_in, "name", None))
     return weights.to(dtype=dtype) if dtype != weights.W_in.dtype else weights

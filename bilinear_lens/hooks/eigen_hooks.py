@@ -40,7 +40,7 @@ from transformer_lens.hook_points import HookPoint
 from bilinear_lens.components.bilinear_mlp import BilinearMLP
 from bilinear_lens.decomposition.eigen import Eigendecomposition
 from bilinear_lens.decomposition.interaction import output_scales
-from bilinear_lens.decomposition.weights import bilinear_layer, bilinear_weights
+from bilinear_lens.decomposition.weights import ModelWithBilinearLayers, bilinear_layer, bilinear_weights, mlp_layers
 
 _global_hooks = torch.nn.modules.module
 
@@ -156,7 +156,7 @@ class AttachedEigen:
         return delta.to(self._pinv_T) @ self._pinv_T
 
 
-def check_matches_layer(model: Any, layer: int, eig: Eigendecomposition, n_check: int = 8) -> None:
+def check_matches_layer(model: ModelWithBilinearLayers, layer: int, eig: Eigendecomposition, n_check: int = 8) -> None:
     """Raise if ``eig`` cannot have come from this layer's current (processed) weights.
 
     Checks widths, then the Rayleigh quotient ``v^T Q v = sum_a s_a (v . w_in_a)(v . w_gate_a) = lambda``
@@ -197,7 +197,7 @@ def check_matches_layer(model: Any, layer: int, eig: Eigendecomposition, n_check
 
 
 @contextlib.contextmanager
-def _attached(model: Any, layer: int, eig: Eigendecomposition, replace: bool, check: bool) -> Iterator[AttachedEigen]:
+def _attached(model: ModelWithBilinearLayers, layer: int, eig: Eigendecomposition, replace: bool, check: bool) -> Iterator[AttachedEigen]:
     mlp = bilinear_layer(model, layer)
     if not isinstance(eig, Eigendecomposition):
         raise TypeError(f"expected an Eigendecomposition (from bilinear_lens.eigendecompose), got {type(eig).__name__}.")
@@ -217,7 +217,7 @@ def _attached(model: Any, layer: int, eig: Eigendecomposition, replace: bool, ch
 
 
 @contextlib.contextmanager
-def attach_eigenvectors(model: Any, layer: int, eig: Eigendecomposition, check: bool = True) -> Iterator[AttachedEigen]:
+def attach_eigenvectors(model: ModelWithBilinearLayers, layer: int, eig: Eigendecomposition, check: bool = True) -> Iterator[AttachedEigen]:
     """Expose ``eig``'s eigenvector activations at ``blocks.{layer}.mlp.hook_eig`` while the block runs.
 
     ``cache[hook_eig]`` is ``[batch, pos, n, k]`` = ``eig.activations(cache[hook_in])``; a hook that
@@ -238,7 +238,6 @@ def attach_eigenvectors(model: Any, layer: int, eig: Eigendecomposition, check: 
         yield attached
 
 
-def attached_layers(model: Any) -> List[int]:
+def attached_layers(model: ModelWithBilinearLayers) -> List[int]:
     """Indices of the bilinear layers that currently have an eigendecomposition attached."""
-    layers = list(model.bilinear_layers()) if hasattr(model, "bilinear_layers") else [b.mlp for b in model.blocks]
-    return [i for i, mlp in enumerate(layers) if getattr(mlp, "eigen", None) is not None]
+    return [i for i, mlp in enumerate(mlp_layers(model)) if getattr(mlp, "eigen", None) is not None]

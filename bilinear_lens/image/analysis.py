@@ -23,7 +23,7 @@ from torch import Tensor
 from bilinear_lens.decomposition.eigen import Eigendecomposition, eigendecompose
 from bilinear_lens.decomposition.hosvd import HOSVD, hosvd
 from bilinear_lens.decomposition.tree import EigenTree, eigen_tree
-from bilinear_lens.decomposition.truncation import truncation_sweep
+from bilinear_lens.hooks.truncation import truncation_sweep
 from bilinear_lens.image.data import ImageData
 from bilinear_lens.image.model import BilinearClassifier, eigenvector_pixels
 from bilinear_lens.image.train import accuracy

@@ -23,7 +23,6 @@ must be finite (a NaN or inf pixel is an error naming the file).
 from __future__ import annotations
 
 import gzip
-import os
 import zipfile
 from dataclasses import dataclass
 from importlib import resources
@@ -176,20 +175,9 @@ def load_npz(path: Union[str, Path], image_size: int = 28, n_test: Optional[int]
 
 def load_hub(name: str, image_size: int = 28) -> Dict[str, ImageData]:
     """``{"train", "test"}`` from a Hugging Face ``datasets`` hub name (columns ``image``, ``label``)."""
-    try:
-        import datasets
-    except ImportError as err:  # pragma: no cover - datasets is a dependency
-        raise ValueError(f"loading {name!r} from the hub needs the 'datasets' package ({err}).") from err
-    try:
-        ds = datasets.load_dataset(name)
-    except Exception as err:  # offline, unknown name, ...
-        offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
-        hint = " (offline mode is on: HF_DATASETS_OFFLINE/HF_HUB_OFFLINE=1)" if offline else ""
-        raise ValueError(
-            f"could not load the dataset {name!r} from the Hugging Face hub{hint}: {type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}. Pass --data with a folder of idx .gz files "
-            "or an .npz file instead."
-        ) from err
+    from bilinear_lens.text.sources import load_hub_dataset
+
+    ds = load_hub_dataset(name, fix="Pass --data with a folder of idx .gz files or an .npz file instead.")
     out = {}
     for split in ("train", "test"):
         if split not in ds:

@@ -7,7 +7,6 @@ input images are grayscale. Log-scale percentage axes carry 1-2-5 tick labels (:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -22,23 +21,12 @@ from torch import Tensor  # noqa: E402
 
 from bilinear_lens.decomposition.hosvd import HOSVD  # noqa: E402
 from bilinear_lens.decomposition.tree import EigenTree  # noqa: E402
+from bilinear_lens.reports.figures import save_figure  # noqa: E402
 
 PathLike = Union[str, Path]
 CMAP = "RdBu_r"
 
 
-def save_figure(fig: "plt.Figure", path: PathLike, dpi: int = 90) -> Path:
-    """Save atomically (temp file + ``os.replace``) and close the figure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
-
-
-_save = save_figure
 
 
 def per_tile_colorbar(fig: "plt.Figure", cax: "plt.Axes", label: str = "value / max |value| of its own tile") -> None:
@@ -86,7 +74,7 @@ def draw_gray(ax: "plt.Axes", image: np.ndarray, size: int) -> None:
     ax.set_yticks([])
 
 
-def _rgb_pattern(image: np.ndarray, size: int) -> np.ndarray:
+def rgb_pattern(image: np.ndarray, size: int) -> np.ndarray:
     """Diverging-colormap RGB of one pattern, centred at 0 and scaled to its own ``max |value|``."""
     vmax = float(np.abs(image).max()) or 1.0
     return plt.get_cmap(CMAP)(0.5 + 0.5 * image.reshape(size, size) / vmax)[..., :3]
@@ -120,7 +108,7 @@ def eigenvector_figure(values: Tensor, pixels: Tensor, top_inputs: Tensor, image
         y = c * (cell + row_h) + 9
         for s in range(2):
             x0 = s * (block + gap)
-            canvas[y:y + size, x0:x0 + size] = _rgb_pattern(pix[c, s], size)
+            canvas[y:y + size, x0:x0 + size] = rgb_pattern(pix[c, s], size)
             rank = f" #{int(ranks[c, s]) + 1}" if ranks is not None else ""
             texts.append((x0 + size / 2, y - 1, f"λ={float(values[c, s]):+.2f}{rank}", "k", "bottom"))
             for j in range(n_inputs):
@@ -146,7 +134,7 @@ def eigenvector_figure(values: Tensor, pixels: Tensor, top_inputs: Tensor, image
         ax.text(width / 2, height + 2, "under each input: its true class (red: another class than the row)",
                 ha="center", va="top", fontsize=6.5)
     per_tile_colorbar(fig, fig.add_axes([0.92, 0.3, 0.015, 0.4]), "eigenvector: value / max |value| of its tile")
-    return _save(fig, path, dpi=110)
+    return save_figure(fig, path, dpi=110)
 
 
 def spectra_figure(values: Tensor, class_names: Sequence[str], path: PathLike, n_show: int = 40) -> Path:
@@ -184,7 +172,7 @@ def spectra_figure(values: Tensor, class_names: Sequence[str], path: PathLike, n
         ax.tick_params(labelsize=7)
     fig.suptitle("Eigenvalue spectra of the class interaction matrices", fontsize=9)
     fig.subplots_adjust(left=0.1, right=0.98, bottom=0.18, top=0.85, wspace=0.25)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def draw_truncation(curve: Dict[str, List[float]], full_accuracy: float, title: str = "") -> "plt.Figure":
@@ -219,7 +207,7 @@ def draw_truncation(curve: Dict[str, List[float]], full_accuracy: float, title: 
 def truncation_figure(curve: Dict[str, List[float]], full_accuracy: float, path: PathLike,
                       title: str = "") -> Path:
     """:func:`draw_truncation`, saved to ``path``."""
-    return _save(draw_truncation(curve, full_accuracy, title), path)
+    return save_figure(draw_truncation(curve, full_accuracy, title), path)
 
 
 def hosvd_figure(h: HOSVD, values: Tensor, pixels: Tensor, class_names: Sequence[str], path: PathLike,
@@ -250,7 +238,7 @@ def hosvd_figure(h: HOSVD, values: Tensor, pixels: Tensor, class_names: Sequence
     fig.subplots_adjust(left=0.08, right=0.9, bottom=0.12 / max(r / 4, 0.5), top=1 - 0.1 / max(r / 4, 0.5),
                         wspace=0.15, hspace=0.35)
     per_tile_colorbar(fig, fig.add_axes([0.92, 0.3, 0.012, 0.4]))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def tree_figure(tree: EigenTree, pixel_fn, class_names: Sequence[str], path: PathLike, size: int = 28,
@@ -289,7 +277,7 @@ def tree_figure(tree: EigenTree, pixel_fn, class_names: Sequence[str], path: Pat
                  "output direction v, in pixels\n(each picture scaled to its own max |value|)", fontsize=8.5)
     fig.subplots_adjust(left=0.01, right=0.9, bottom=0.02, top=1 - 0.95 / height, wspace=0.1, hspace=0.4)
     per_tile_colorbar(fig, fig.add_axes([0.92, 0.3, 0.015, 0.4]))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def training_figure(history: List[Dict[str, float]], path: PathLike) -> Path:
@@ -306,4 +294,4 @@ def training_figure(history: List[Dict[str, float]], path: PathLike) -> Path:
     for ax in (a1, a2):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

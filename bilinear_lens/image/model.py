@@ -17,7 +17,7 @@ so the shared decomposition API works unchanged: ``eigendecompose(clf, layer, cl
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -30,6 +30,7 @@ from transformer_lens import HookedRootModule  # (kept in TransformerLens 4)
 from transformer_lens.hook_points import HookPoint
 
 from bilinear_lens.checkpoints.target import check_model_target, write_marker
+from bilinear_lens.config import Config, option
 from bilinear_lens.runs import atomic_dir, require_finite
 from bilinear_lens.components.bilinear_mlp import BilinearMLP
 
@@ -38,41 +39,25 @@ WEIGHTS_FILE = "model.safetensors"
 
 
 @dataclass
-class ClassifierConfig:
+class ClassifierConfig(Config):
     """Architecture and training-time noise of a :class:`BilinearClassifier`.
 
     ``input_noise``: std of Gaussian noise added to pixels (in [0, 1]) while training.
     ``latent_noise``: ``s`` in ``x + s * x.std() * N(0, 1)`` after every bilinear layer (training).
     """
 
-    d_hidden: int = 256
-    n_layers: int = 1
-    n_classes: int = 10
-    image_size: int = 28
-    residual: bool = False
-    bias: bool = False
-    input_noise: float = 0.0
-    latent_noise: float = 0.0
+    d_hidden: int = option(256, "embedding / bilinear width d", minimum=1)
+    n_layers: int = option(1, "bilinear layers", minimum=1)
+    n_classes: int = option(10, "classes", minimum=1)
+    image_size: int = option(28, "image side in pixels", minimum=1)
+    residual: bool = option(False, "residual connections around the bilinear layers")
+    bias: bool = option(False, "train the bilinear layers' biases")
+    input_noise: float = option(0.0, "std of Gaussian pixel noise while training", minimum=0)
+    latent_noise: float = option(0.0, "s of the latent noise while training", minimum=0)
 
     @property
     def d_input(self) -> int:
         return self.image_size * self.image_size
-
-    def __post_init__(self) -> None:
-        for name in ("d_hidden", "n_layers", "n_classes", "image_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"ClassifierConfig.{name} must be >= 1, got {getattr(self, name)}.")
-        for name in ("input_noise", "latent_noise"):
-            if float(getattr(self, name)) < 0:
-                raise ValueError(f"ClassifierConfig.{name} must be >= 0, got {getattr(self, name)}.")
-
-    @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "ClassifierConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown ClassifierConfig keys {unknown}; known keys: {sorted(known)}.")
-        return cls(**data)
 
 
 class BilinearClassifier(HookedRootModule):
@@ -91,8 +76,8 @@ class BilinearClassifier(HookedRootModule):
         elif isinstance(cfg, dict):
             cfg = ClassifierConfig.from_dict({**cfg, **overrides})
         elif overrides:
-            cfg = ClassifierConfig.from_dict({**asdict(cfg), **overrides})
-        self.cfg = cfg
+            cfg = ClassifierConfig.from_dict({**cfg.to_dict(), **overrides})
+        self.cfg = cfg.check()
         d = cfg.d_hidden
         self.embed = nn.Linear(cfg.d_input, d, bias=False)
         self.layers = nn.ModuleList([BilinearMLP.from_dims(d, d) for _ in range(cfg.n_layers)])
@@ -178,7 +163,7 @@ class BilinearClassifier(HookedRootModule):
         with atomic_dir(path) as tmp:
             tmp = Path(tmp)
             save_file(state, str(tmp / WEIGHTS_FILE))
-            meta = {"architecture": "BilinearClassifier", "config": asdict(self.cfg), **(extra or {})}
+            meta = {"architecture": "BilinearClassifier", "config": self.cfg.to_dict(), **(extra or {})}
             (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
             write_marker(tmp, "classifier")
         return path

@@ -5,10 +5,11 @@ Self-contained (inline CSS, relative image paths), so the output folder can be m
 
 from __future__ import annotations
 
-import html
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
+
+from bilinear_lens.reports.page import figure_html, page, table_html
+from bilinear_lens.runs.atomic import write_text
 
 CAPTIONS: Dict[str, Tuple[str, str]] = {
     "eigenvectors": (
@@ -71,13 +72,6 @@ CAPTIONS: Dict[str, Tuple[str, str]] = {
     "training": ("Training", "Training loss (with noise) and test accuracy per epoch."),
 }
 
-CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
-th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}figure{margin:2em 0}
-figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:0.92em;color:#444;max-width:900px}
-code{background:#f4f4f4;padding:1px 4px}"""
-
-
 def _pct(x: Any) -> str:
     return "–" if x is None else f"{100 * float(x):.2f}%"
 
@@ -118,31 +112,21 @@ def _rows(metrics: Dict[str, Any]) -> List[Tuple[str, str]]:
 
 def render_index(metrics: Dict[str, Any]) -> str:
     """The HTML text of the report for ``metrics`` (as written to ``metrics.json``)."""
-    esc = html.escape
     title = f"Bilinear classifier on {metrics['dataset']}: weight-based decomposition"
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
-             f"<style>{CSS}</style></head><body><h1>{esc(title)}</h1>",
-             "<p>A bilinear layer computes <code>W_out((W_gate x)⊙(W_in x))</code>, so each class logit is an "
+    parts = ["<p>A bilinear layer computes <code>W_out((W_gate x)⊙(W_in x))</code>, so each class logit is an "
              "exact quadratic form of the embedded image, <code>logit_c = xᵀQ_c x = Σ_i λ_i (v_i·x)²</code>, "
              "read off the weights (no data needed for the decomposition; data only picks example inputs).</p>",
-             "<table><tr><th>quantity</th><th>value</th></tr>"]
-    parts += [f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in _rows(metrics)]
-    parts.append("</table><p>All numbers: <a href='metrics.json'>metrics.json</a>; model: <code>"
-                 "BilinearClassifier.load('model')</code>.</p>")
+             table_html(_rows(metrics), header=("quantity", "value")),
+             "<p>All numbers: <a href='metrics.json'>metrics.json</a>; model: <code>"
+             "BilinearClassifier.load('model')</code>.</p>"]
     model = metrics["config"]["model"]
     variant = "" if model["n_layers"] == 1 else "_residual" if model.get("residual") else "_deep"
     for key, rel in metrics.get("figures", {}).items():
         head, text = CAPTIONS.get(key + variant, CAPTIONS.get(key, (key, "")))
-        parts.append(f"<figure><h2>{esc(head)}</h2><img src='{esc(rel)}' alt='{esc(head)}'>"
-                     f"<figcaption>{esc(text)}</figcaption></figure>")
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
+        parts.append(figure_html(rel, head, text))
+    return page(title, "\n".join(parts))
 
 
 def write_index(out: Path, metrics: Dict[str, Any]) -> Path:
     """Write ``out/index.html`` atomically."""
-    path = Path(out) / "index.html"
-    tmp = path.with_name(f".index.html.tmp-{os.getpid()}")
-    tmp.write_text(render_index(metrics), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(Path(out) / "index.html", render_index(metrics))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -38,76 +38,15 @@ from bilinear_lens.image.analysis import (
     truncation_curve,
 )
 from bilinear_lens.image.data import ImageSplit, load_data
-from bilinear_lens.image.defaults import DATASET_DEFAULTS
+from bilinear_lens.image.config import StudyConfig, TrainConfig
 from bilinear_lens.image.model import BilinearClassifier, ClassifierConfig, eigenvector_pixels
 from bilinear_lens.image.report import write_index
-from bilinear_lens.image.train import TrainConfig, accuracy, train
-from bilinear_lens.runs import RunError, RunFolder, check_float, check_int, open_run
+from bilinear_lens.image.train import accuracy, train
+from bilinear_lens.runs import RunError, RunFolder, open_run
 
 OWNED = ("model", "checkpoint", "unregularised", "figures", "metrics.json", "index.html")
 """The entries of a run folder that ``mnist`` writes (what ``overwrite`` replaces)."""
 TRUNCATION_KS = tuple(range(31))
-
-
-@dataclass
-class StudyConfig:
-    """Settings of one study; ``None`` fields take the dataset's defaults (``DATASET_DEFAULTS``)."""
-
-    out: str = "mnist-study"
-    dataset: str = "mnist"
-    data: Optional[str] = None
-    epochs: Optional[int] = None
-    d_hidden: Optional[int] = None
-    n_layers: int = 1
-    residual: bool = False
-    batch_size: Optional[int] = None
-    lr: Optional[float] = None
-    weight_decay: Optional[float] = None
-    input_noise: Optional[float] = None
-    latent_noise: Optional[float] = None
-    seed: int = 0
-    n_train: Optional[int] = None  # use only the first n training images (quick runs, tests)
-    n_test: Optional[int] = None
-    unregularised: bool = False  # also train the same model without noise and weight decay
-    threads: Optional[int] = 1  # torch threads (1 is fastest on a shared, loaded machine; 0/None: torch's)
-    progress: bool = True
-    resume: bool = False  # continue (or return, when finished) the run already in ``out``
-    overwrite: bool = False  # replace another mnist run in ``out``
-
-    def resolved(self) -> "StudyConfig":
-        """The dataset's defaults filled in, every setting checked (one-line errors naming the option)."""
-        if self.dataset not in DATASET_DEFAULTS:
-            raise RunError(f"--dataset must be one of {sorted(DATASET_DEFAULTS)}, got {self.dataset!r}.")
-        filled = {k: v for k, v in DATASET_DEFAULTS[self.dataset].items() if getattr(self, k) is None}
-        cfg = replace(self, **filled)
-        for opt, name in (("--epochs", "epochs"), ("--d-hidden", "d_hidden"), ("--layers", "n_layers"),
-                          ("--batch-size", "batch_size"), ("--n-train", "n_train"), ("--n-test", "n_test")):
-            check_int(opt, getattr(cfg, name), minimum=1)
-        check_int("--threads", cfg.threads, minimum=0)
-        check_int("--seed", cfg.seed, minimum=0, allow_none=False)
-        check_float("--lr", cfg.lr, minimum=0, inclusive=(False, True))
-        for opt, name in (("--weight-decay", "weight_decay"), ("--input-noise", "input_noise"),
-                          ("--latent-noise", "latent_noise")):
-            check_float(opt, getattr(cfg, name), minimum=0)
-        return cfg
-
-    def identity(self) -> Dict[str, Any]:
-        """The settings that define the result (not ``out``, threads, progress, resume, overwrite)."""
-        skip = {"out", "threads", "progress", "resume", "overwrite"}
-        ident = {k: v for k, v in asdict(self).items() if k not in skip}
-        if self.data is not None and Path(str(self.data)).expanduser().exists():
-            ident["data"] = str(Path(str(self.data)).expanduser().resolve())
-        return ident
-
-    def model_config(self, image_size: int = 28, n_classes: int = 10, regularised: bool = True) -> ClassifierConfig:
-        return ClassifierConfig(d_hidden=self.d_hidden, n_layers=self.n_layers, n_classes=n_classes,
-                                image_size=image_size, residual=self.residual,
-                                input_noise=self.input_noise if regularised else 0.0,
-                                latent_noise=self.latent_noise if regularised else 0.0)
-
-    def train_config(self, regularised: bool = True) -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                           weight_decay=self.weight_decay if regularised else 0.0, seed=self.seed)
 
 
 def fit_in_run(run: RunFolder, prefix: str, mcfg: ClassifierConfig, tcfg: TrainConfig, data: ImageSplit,
@@ -124,7 +63,7 @@ def fit_in_run(run: RunFolder, prefix: str, mcfg: ClassifierConfig, tcfg: TrainC
     model = BilinearClassifier(mcfg)
     result = train(model, data.train, tcfg, data.test, checkpoint=ckpt, progress=progress,
                    on_checkpoint=run.checkpointed)
-    settings = {"model_config": asdict(mcfg), "train_config": asdict(tcfg), "data": source}
+    settings = {"model_config": mcfg.to_dict(), "train_config": tcfg.to_dict(), "data": source}
     model.save(model_dir, extra={"settings": settings, "history": result.history,
                                  "train_seconds": result.seconds}, overwrite=True)
     run.checkpointed()
@@ -178,12 +117,12 @@ def run_study(cfg: StudyConfig) -> Dict[str, Any]:
     """Train, decompose, draw and report into the run folder ``cfg.out`` (module docstring).
     Returns the metrics written (or, for a finished run with ``resume``, the ones recorded)."""
     cfg = cfg.resolved()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
     t_start = time.perf_counter()
     split = _subset(load_data(cfg.data, cfg.dataset), cfg.n_train, cfg.n_test)  # before any folder exists
-    with open_run(cfg.out, "mnist", cfg.identity(), resume=cfg.resume, overwrite=cfg.overwrite, owned=OWNED,
-                  inputs=[cfg.data]) as run:
+    with open_run(cfg.run.out, "mnist", cfg.identity(), resume=cfg.run.resume, overwrite=cfg.run.overwrite,
+                  owned=OWNED, inputs=[cfg.data]) as run:
         if run.finished:
             return _finished_metrics(run)
         metrics = _study(run, cfg, split, t_start)
@@ -196,7 +135,7 @@ def _study(run: RunFolder, cfg: StudyConfig, split: ImageSplit, t_start: float) 
     source = {"dataset": cfg.dataset, "source": split.source, "n_train": len(split.train), "n_test": len(split.test)}
     n_classes = len(split.class_names)
     mcfg, tcfg = cfg.model_config(split.image_size, n_classes), cfg.train_config()
-    fit = fit_in_run(run, "", mcfg, tcfg, split, source, cfg.progress)
+    fit = fit_in_run(run, "", mcfg, tcfg, split, source, cfg.run.progress)
     model: BilinearClassifier = fit["model"].eval()
     test_acc = accuracy(model, split.test)
 
@@ -214,7 +153,7 @@ def _study(run: RunFolder, cfg: StudyConfig, split: ImageSplit, t_start: float) 
         "train_accuracy": accuracy(model, split.train),
         "truncation": curve,
         "truncation_drop_at_20": (test_acc - top20) if top20 is not None else None,
-        "config": {"study": asdict(cfg), "model": asdict(mcfg), "train": asdict(tcfg)},
+        "config": {"study": cfg.to_dict(), "model": mcfg.to_dict(), "train": tcfg.to_dict()},
         "history": fit["history"],
         "seconds": {"train": fit["train_seconds"], "decomposition": dec.seconds, "truncation_curve": t_trunc},
         "eigenvalues_top": {name: [round(float(v), 5) for v in dec.eig.values[c, :10]]
@@ -223,7 +162,7 @@ def _study(run: RunFolder, cfg: StudyConfig, split: ImageSplit, t_start: float) 
     }
     if cfg.unregularised:
         ucfg, utcfg = cfg.model_config(split.image_size, n_classes, False), cfg.train_config(False)
-        ufit = fit_in_run(run, "unregularised/", ucfg, utcfg, split, source, cfg.progress)
+        ufit = fit_in_run(run, "unregularised/", ucfg, utcfg, split, source, cfg.run.progress)
         umodel = ufit["model"].eval()
         udec = decompose_classifier(umodel)
         ucurve = truncation_curve(umodel, udec.eig, split.test, TRUNCATION_KS)
@@ -231,7 +170,7 @@ def _study(run: RunFolder, cfg: StudyConfig, split: ImageSplit, t_start: float) 
         metrics["unregularised"] = {
             "test_accuracy": uacc, "train_accuracy": accuracy(umodel, split.train), "truncation": ucurve,
             "truncation_drop_at_20": uacc - ucurve["accuracy"][ucurve["k"].index(20)] if 20 in ucurve["k"] else None,
-            "config": {"model": asdict(ucfg), "train": asdict(utcfg)}, "train_seconds": ufit["train_seconds"],
+            "config": {"model": ucfg.to_dict(), "train": utcfg.to_dict()}, "train_seconds": ufit["train_seconds"],
         }
     t0 = time.perf_counter()
     metrics["figures"] = _figures(model, dec, split, curve, test_acc, fit["history"], out / "figures")

@@ -14,36 +14,20 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Union
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from bilinear_lens.image.config import TrainConfig
 from bilinear_lens.image.data import ImageData
 from bilinear_lens.image.model import BilinearClassifier
-from bilinear_lens.runs import (RunError, load_state, require_finite_loss, rng_state, save_state,
-                                set_rng_state)
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation settings (the model's noise settings are in ``ClassifierConfig``)."""
-
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.5
-    warmup_steps: int = 0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1 (got {self.epochs}, {self.batch_size}).")
-        if not (math.isfinite(self.lr) and math.isfinite(self.weight_decay)) or self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError(f"lr must be > 0 and weight_decay >= 0 (got {self.lr}, {self.weight_decay}).")
+from bilinear_lens.runs import RunError, load_state, require_finite_loss, rng_state, save_state, set_rng_state
+from bilinear_lens.training.optim import adamw
+from bilinear_lens.training.progress import progress_bar
+from bilinear_lens.training.schedule import lr_factor
 
 
 @dataclass
@@ -51,14 +35,6 @@ class TrainResult:
     history: List[Dict[str, float]]
     seconds: float
     resumed_from_epoch: int
-
-
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up to 1 over ``warmup`` steps, then cosine decay to 0 at ``total``."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 @torch.no_grad()
@@ -72,7 +48,7 @@ def accuracy(model: BilinearClassifier, data: ImageData, batch_size: int = 4096)
 def _save_checkpoint(prefix: Path, model: BilinearClassifier, opt: torch.optim.Optimizer, epoch: int,
                      history: List[Dict[str, float]], cfg: TrainConfig, gen: torch.Generator) -> None:
     state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "history": history,
-             "train_config": asdict(cfg), "model_config": asdict(model.cfg), "generator": gen.get_state(),
+             "train_config": cfg.to_dict(), "model_config": model.cfg.to_dict(), "generator": gen.get_state(),
              "rng": rng_state()}
     save_state(prefix, state)
 
@@ -85,7 +61,7 @@ def _resume(prefix: Path, model: BilinearClassifier, opt: torch.optim.Optimizer,
         return None
     where = f"{prefix}.safetensors/.json"
     try:
-        if state["train_config"] != asdict(cfg) or state["model_config"] != asdict(model.cfg):
+        if state["train_config"] != cfg.to_dict() or state["model_config"] != model.cfg.to_dict():
             raise RunError(f"checkpoint {where} was written with other settings; restart with --overwrite or "
                            "use another output folder.")
         model.load_state_dict(state["model"])
@@ -109,6 +85,7 @@ def train(model: BilinearClassifier, train_data: ImageData, cfg: TrainConfig,
     epoch); ``on_checkpoint`` is called after each one is on disk. Returns the per-epoch history
     (``train_loss``, ``test_accuracy`` when ``test_data`` is given).
     """
+    cfg.check()
     if len(train_data) == 0:
         raise ValueError("the training set is empty.")
     if train_data.images.shape[1] != model.cfg.d_input:
@@ -117,7 +94,7 @@ def train(model: BilinearClassifier, train_data: ImageData, cfg: TrainConfig,
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = adamw(params, cfg.lr, cfg.weight_decay, betas=(0.9, 0.999), split_decay=False, foreach=False)
     n = len(train_data)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
@@ -128,8 +105,7 @@ def train(model: BilinearClassifier, train_data: ImageData, cfg: TrainConfig,
     if restored is not None:
         start_epoch, history = restored
     t0 = time.perf_counter()
-    bar = tqdm(total=total, initial=start_epoch * steps_per_epoch, desc="train", unit="step",
-               disable=not progress, leave=False)
+    bar = progress_bar(total, initial=start_epoch * steps_per_epoch, desc="train", enabled=progress, leave=False)
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         perm = torch.randperm(n, generator=gen)

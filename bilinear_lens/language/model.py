@@ -10,51 +10,21 @@ them as plain Hugging Face ``LlamaForCausalLM`` folders):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Tuple
+from typing import Any
 
 import torch
 
-MLP_KINDS = {"bilinear": "bilinear", "swiglu": "silu"}
+from bilinear_lens.language.config import MLP_KINDS, LMShape
+
+__all__ = ["LMShape", "MLP_KINDS", "build_model", "count_params", "hooked_config"]
 
 
-@dataclass
-class LMShape:
-    """Model shape. ``d_mlp`` defaults to ``4 * d_model``; ``d_head`` to ``d_model // n_heads``."""
-
-    mlp: str = "bilinear"
-    d_model: int = 128
-    n_layers: int = 2
-    n_heads: int = 4
-    d_mlp: Optional[int] = None
-    n_ctx: int = 128
-    d_vocab: int = 4096
-    seed: int = 0
-
-
-def check_shape(shape: LMShape) -> None:
-    """Raise ``ValueError`` naming the problem for an impossible shape."""
-    if shape.mlp not in MLP_KINDS:
-        raise ValueError(f"mlp={shape.mlp!r}: choose one of {sorted(MLP_KINDS)}.")
-    for name in ("d_model", "n_layers", "n_heads", "n_ctx", "d_vocab"):
-        if getattr(shape, name) < 1:
-            raise ValueError(f"{name}={getattr(shape, name)} must be positive.")
-    if shape.d_mlp is not None and shape.d_mlp < 1:
-        raise ValueError(f"d_mlp={shape.d_mlp} must be positive.")
-    if shape.d_model % shape.n_heads:
-        raise ValueError(f"d_model={shape.d_model} is not divisible by n_heads={shape.n_heads}.")
-    if (shape.d_model // shape.n_heads) % 2:
-        raise ValueError(
-            f"d_head = d_model / n_heads = {shape.d_model // shape.n_heads} must be even for rotary embeddings."
-        )
-
-
-def hooked_config(shape: LMShape, dtype: torch.dtype = torch.float32):
+def hooked_config(shape: LMShape, dtype: torch.dtype = torch.float32) -> Any:
     """The ``HookedTransformerConfig`` for ``shape`` (Llama layout; see the module docstring)."""
     import bilinear_lens  # noqa: F401  (registers act_fn="bilinear")
     from transformer_lens import HookedTransformerConfig
 
-    check_shape(shape)
+    shape.check()
     d_head = shape.d_model // shape.n_heads
     return HookedTransformerConfig(
         d_model=shape.d_model, d_head=d_head, n_heads=shape.n_heads, n_layers=shape.n_layers,
@@ -66,31 +36,21 @@ def hooked_config(shape: LMShape, dtype: torch.dtype = torch.float32):
     )
 
 
-def build_model(shape: LMShape, tokenizer: Any = None):
+def build_model(shape: LMShape, tokenizer: Any = None) -> Any:
     """A freshly initialised HookedTransformer for ``shape`` (TransformerLens' GPT-2 init) whose
     bias parameters (attention, MLP, unembedding) are zero and frozen (``requires_grad=False``)."""
     from transformer_lens import HookedTransformer
 
+    from bilinear_lens.training.optim import freeze_biases
+
     torch.manual_seed(shape.seed)
     model = HookedTransformer(hooked_config(shape), tokenizer=tokenizer, move_to_device=False)
-    for name, p in model.named_parameters():
-        if is_bias(name):
-            with torch.no_grad():
-                p.zero_()
-            p.requires_grad_(False)
+    freeze_biases(model, zero=True)
     return model
-
-
-def is_bias(name: str) -> bool:
-    """Parameters that a Llama folder cannot hold (kept at zero): every ``b_*``."""
-    return name.rsplit(".", 1)[-1].lstrip("_").startswith("b_")
-
-
-def trainable(model: torch.nn.Module) -> Iterator[Tuple[str, torch.nn.Parameter]]:
-    return ((n, p) for n, p in model.named_parameters() if p.requires_grad)
 
 
 def count_params(model: torch.nn.Module, embeddings: bool = True) -> int:
     """Trainable parameters (optionally without ``embed``/``unembed``)."""
-    return sum(p.numel() for n, p in trainable(model)
-               if embeddings or not n.startswith(("embed.", "unembed.")))
+    from bilinear_lens.training.optim import trainable
+
+    return sum(p.numel() for n, p in trainable(model) if embeddings or not n.startswith(("embed.", "unembed.")))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Dict, Union
 
+from bilinear_lens.reports.figures import save_figure
+
 PathLike = Union[str, Path]
+
+__all__ = ["plot_val_loss"]
 
 
 def plot_val_loss(runs: Dict[str, PathLike], path: PathLike, title: str = "") -> Path:
@@ -25,25 +28,24 @@ def plot_val_loss(runs: Dict[str, PathLike], path: PathLike, title: str = "") ->
         file = Path(run) / "metrics.json" if Path(run).is_dir() else Path(run)
         m = json.loads(file.read_text())
         h = m["history"]
-        tokens = [r["tokens"] / 1e6 for r in h]
         color = f"C{i}"
         n_eval = m.get("config", {}).get("eval_tokens")
         final = (f"; final {m['val_loss']:.3f} on {m['val_tokens'] // 1000}k tokens"
                  if m.get("val_loss") is not None and m.get("val_tokens") else "")
         sub = f" (first {n_eval // 1000}k tokens{final})" if n_eval else ""
-        ax.plot(tokens, [r["val_loss"] for r in h], color=color, label=f"{label} val{sub}")
-        ax.plot(tokens, [r["train_loss"] for r in h], color=color, ls="--", alpha=0.6,
-                label=f"{label} train (mean since last eval)")
+        evals = [r for r in h if "val_loss" in r]
+        ax.plot([r["tokens"] / 1e6 for r in evals], [r["val_loss"] for r in evals], color=color, marker=".",
+                label=f"{label} val{sub}")
+        if m.get("val_loss") is not None and h:
+            ax.plot([h[-1]["tokens"] / 1e6], [m["val_loss"]], color=color, marker="*", ms=9, ls="none")
+        window = max(1, len(h) // 50)  # the per-step training loss, averaged over windows of steps
+        train = [h[j: j + window] for j in range(0, len(h), window)]
+        ax.plot([w[-1]["tokens"] / 1e6 for w in train], [sum(r["train_ce"] for r in w) / len(w) for w in train],
+                color=color, ls="--", alpha=0.6, label=f"{label} train (mean of {window} steps)")
     ax.set_xlabel("training tokens (millions)")
     ax.set_ylabel("cross-entropy (nats/token)")
     ax.set_title(title or "bilinear vs SwiGLU language models")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=110, tight=False)

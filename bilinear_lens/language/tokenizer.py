@@ -79,7 +79,7 @@ def train_tokenizer(
     files: Sequence[PathLike], vocab_size: int = 4096, out_dir: Optional[PathLike] = None,
     show_progress: bool = False,
 ) -> "PreTrainedTokenizerFast":  # noqa: F821
-    """Train a byte-level BPE tokenizer on the stories in ``files`` (see :func:`read_stories`).
+    """Train a byte-level BPE tokenizer on the stories in ``files`` (:func:`bilinear_lens.text.read_texts`).
 
     ``vocab_size`` counts everything: 256 byte tokens, ``<|endoftext|>`` (bos = eos, id 0),
     ``<|pad|>`` (id 1) and ``vocab_size - 258`` learned merges (fewer if the text runs out of
@@ -87,7 +87,7 @@ def train_tokenizer(
     boundary. With ``out_dir`` the tokenizer is also saved there (atomically) as a Hugging Face
     tokenizer folder.
     """
-    from bilinear_lens.language.data import read_stories
+    from bilinear_lens.text.sources import read_texts
 
     if isinstance(files, (str, Path)):
         files = [files]
@@ -95,7 +95,7 @@ def train_tokenizer(
         raise ValueError("train_tokenizer needs at least one text file (got an empty list).")
     stories: List[str] = []
     for f in files:
-        stories.extend(read_stories(f))
+        stories.extend(read_texts(f))
     return train_tokenizer_from_texts(stories, vocab_size, out_dir, show_progress)
 
 

@@ -20,9 +20,10 @@ import secrets
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Union
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 TMP_PREFIX = ".bl-tmp-"
 """Prefix of every temporary file or folder the package writes (removed on the next open)."""
@@ -101,7 +102,7 @@ def write_text(path: PathLike, text: str) -> Path:
 
 
 def _default(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+    if hasattr(obj, "numel") and hasattr(obj, "item") and obj.numel() == 1:  # a one-element tensor
         return obj.item()
     if hasattr(obj, "tolist"):
         return obj.tolist()
@@ -116,7 +117,7 @@ def write_json(path: PathLike, data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_default))
 
 
-def save_tensors(path: PathLike, tensors: Dict[str, torch.Tensor],
+def save_tensors(path: PathLike, tensors: Dict[str, "torch.Tensor"],
                  metadata: Optional[Dict[str, str]] = None) -> Path:
     """Write ``tensors`` as a safetensors file atomically (contiguous CPU copies)."""
     from safetensors.torch import save_file

@@ -9,9 +9,10 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Tuple, Union
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from bilinear_lens.runs.errors import RunError
 
@@ -62,9 +63,11 @@ def _range(lo, hi, lo_inc: bool = True, hi_inc: bool = True) -> str:
     return f"{'<=' if hi_inc else '<'} {hi}"
 
 
-def first_non_finite(tensors: Union[Mapping[str, torch.Tensor], Iterable[Tuple[str, torch.Tensor]]]
+def first_non_finite(tensors: Union[Mapping[str, "torch.Tensor"], Iterable[Tuple[str, "torch.Tensor"]]]
                      ) -> Optional[Tuple[str, int, int]]:
     """``(name, n_nan, n_inf)`` of the first floating tensor holding NaN or inf, else None."""
+    import torch
+
     items = tensors.items() if isinstance(tensors, Mapping) else tensors
     for name, t in items:
         if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()):
@@ -73,7 +76,7 @@ def first_non_finite(tensors: Union[Mapping[str, torch.Tensor], Iterable[Tuple[s
     return None
 
 
-def require_finite(tensors: Union[Mapping[str, torch.Tensor], Iterable[Tuple[str, torch.Tensor]]],
+def require_finite(tensors: Union[Mapping[str, "torch.Tensor"], Iterable[Tuple[str, "torch.Tensor"]]],
                    what: str, fix: str = "check how it was made, or use another file") -> None:
     """Raise a one-line :class:`RunError` naming the first tensor of ``what`` with NaN or inf."""
     bad = first_non_finite(tensors)

@@ -9,3 +9,7 @@ class RunError(ValueError):
     A ``ValueError``, so the command line prints it as ``bilinear-lens CMD: error: <message>``
     and exits with code 1.
     """
+
+
+class InjectedFailure(RuntimeError):
+    """Raised on purpose in the middle of a training step (``fail_at_step``), to test resuming."""

@@ -12,13 +12,17 @@ to write into. It
 * removes temporaries (``.bl-tmp-*``) left by a killed process;
 * resumes only the same run (``identity`` equal to the recorded one) and only with ``resume``; a
   finished run is verified (every recorded file's size and sha256) before it is reported finished;
+* refuses to continue a run whose recorded ``version`` (of the command's checkpoints and settings; 1
+  when absent) differs from the command's own, naming both: such a run was started by another
+  bilinear-lens release and can only be replaced (``overwrite``);
 * with ``overwrite``, moves the old run's entries aside (``.bl-old-run/``) and deletes them only once
   the new run has its first checkpoint (:meth:`RunFolder.checkpointed`) or finishes; an overwrite
   interrupted before that is rolled back the next time the folder is opened;
 * on an error before any checkpoint, removes what it wrote (the folder itself if it created it) or,
   for an overwrite, puts the old run back.
 
-Layout of ``run.json``: ``{"bilinear_lens": "run/1", "kind", "identity", "replacing"?, "finished"?}``
+Layout of ``run.json``: ``{"bilinear_lens": "run/1", "kind", "version"?, "release", "identity", "replacing"?,
+"finished"?}`` (``release``: the bilinear-lens version that wrote it)
 where ``finished`` is ``{"files": {relative path: [size, sha256]}}``.
 """
 
@@ -31,7 +35,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 from bilinear_lens.runs.atomic import atomic_dir, remove_temporaries, write_json
 from bilinear_lens.runs.checks import check_resume_overwrite
@@ -47,10 +51,22 @@ _OURS = {RUN_FILE, LOCK_FILE, OLD_RUN}
 PathLike = Union[str, Path]
 
 
-def differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
-    """``"key: old -> new"`` for every setting that differs."""
-    keys = sorted(set(old) | set(new))
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+def _release() -> str:
+    from bilinear_lens import __version__
+
+    return __version__
+
+
+def differences(old: Dict[str, Any], new: Dict[str, Any], prefix: str = "") -> List[str]:
+    """``"key: old -> new"`` for every setting that differs (nested settings as ``outer.key``)."""
+    out: List[str] = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(differences(a, b, f"{prefix}{k}."))
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
 
 
 def _normal(identity: Dict[str, Any]) -> Dict[str, Any]:
@@ -149,8 +165,9 @@ def manifest(root: Path, entries: Iterable[str]) -> Dict[str, List[Any]]:
 class RunFolder:
     """An opened run folder (see the module docstring); use :func:`open_run` to get one."""
 
-    def __init__(self, path: Path, kind: str, identity: Dict[str, Any], owned: Optional[Sequence[str]]):
-        self.path, self.kind, self.identity = path, kind, identity
+    def __init__(self, path: Path, kind: str, identity: Dict[str, Any], owned: Optional[Sequence[str]],
+                 version: int = 1):
+        self.path, self.kind, self.identity, self.version = path, kind, identity, version
         self.owned = tuple(owned) if owned is not None else None
         self.resuming = False
         self.finished = False
@@ -185,7 +202,10 @@ class RunFolder:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _run_doc(self, **extra: Any) -> Dict[str, Any]:
-        return {"bilinear_lens": FORMAT, "kind": self.kind, "identity": self.identity, **extra}
+        doc = {"bilinear_lens": FORMAT, "kind": self.kind, "identity": self.identity, "release": _release(), **extra}
+        if self.version != 1:
+            doc["version"] = self.version
+        return doc
 
     def checkpointed(self) -> None:
         """Record that the run has durable progress: an overwritten old run is now deleted, and an
@@ -280,11 +300,12 @@ def _inside(path: PathLike, folder: Path) -> bool:
 
 def open_run(out: PathLike, kind: str, identity: Dict[str, Any], *, resume: bool = False,
              overwrite: bool = False, owned: Optional[Sequence[str]] = None,
-             inputs: Iterable[Optional[PathLike]] = (), flag: str = "--out") -> RunFolder:
+             inputs: Iterable[Optional[PathLike]] = (), flag: str = "--out", version: int = 1) -> RunFolder:
     """Open ``out`` for a ``kind`` run described by ``identity`` (module docstring).
 
     ``owned``: the top-level entries the command writes (what ``overwrite`` replaces; None: all).
     ``inputs``: paths the run reads, refused with ``overwrite`` when they lie inside ``out``.
+    ``version``: of the command's checkpoints and settings; a run recorded with another is not continued.
     The returned :class:`RunFolder` is a context manager; ``run.resuming`` says whether an earlier
     run is continued, ``run.finished`` whether it had finished (its files verified).
     """
@@ -292,7 +313,7 @@ def open_run(out: PathLike, kind: str, identity: Dict[str, Any], *, resume: bool
     out = check_out_path(out, flag)
     identity = _normal(identity)
     _classify(out, kind, flag)  # refuse foreign folders before writing anything
-    run = RunFolder(out, kind, identity, owned)
+    run = RunFolder(out, kind, identity, owned, version)
     try:
         run.created = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
@@ -325,6 +346,12 @@ def _open_locked(run: RunFolder, resume: bool, overwrite: bool, inputs: Iterable
         run.write_json(RUN_FILE, run._run_doc())
         return
     diff = differences(doc["identity"], run.identity)
+    recorded = doc.get("version", 1)
+    if recorded != run.version and not overwrite:
+        by = f"bilinear-lens {doc['release']}" if doc.get("release") else "another bilinear-lens release"
+        raise RunError(f"{flag} {out} holds a {run.kind} run of format {recorded}, written by {by}; this release "
+                       f"({_release()}) writes format {run.version} and cannot continue it: finish it with the "
+                       "release that started it, or pass --overwrite to start again (or choose another folder).")
     if overwrite:
         inside = [str(p) for p in inputs if p is not None and _inside(p, out)]
         if inside:

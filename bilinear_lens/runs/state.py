@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Union
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from bilinear_lens.runs.atomic import save_tensors, write_text
 from bilinear_lens.runs.errors import RunError
@@ -30,8 +31,10 @@ from bilinear_lens.runs.errors import RunError
 PathLike = Union[str, Path]
 
 
-def flatten_state(obj: Any) -> Tuple[Any, Dict[str, torch.Tensor]]:
+def flatten_state(obj: Any) -> Tuple[Any, Dict[str, "torch.Tensor"]]:
     """``(skeleton, tensors)`` for a nested structure of dicts, lists, tuples, tensors and JSON values."""
+    import torch
+
     tensors: Dict[str, torch.Tensor] = {}
 
     def walk(x: Any) -> Any:
@@ -60,7 +63,7 @@ def flatten_state(obj: Any) -> Tuple[Any, Dict[str, torch.Tensor]]:
     return walk(obj), tensors
 
 
-def unflatten_state(skeleton: Any, tensors: Dict[str, torch.Tensor]) -> Any:
+def unflatten_state(skeleton: Any, tensors: Dict[str, "torch.Tensor"]) -> Any:
     """The inverse of :func:`flatten_state`."""
 
     def walk(x: Any) -> Any:
@@ -121,6 +124,8 @@ def load_state(prefix: PathLike) -> Optional[Any]:
 
 def rng_state() -> Dict[str, Any]:
     """torch's global RNG states (CPU, and every CUDA device when initialised)."""
+    import torch
+
     state: Dict[str, Any] = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = list(torch.cuda.get_rng_state_all())
@@ -129,6 +134,8 @@ def rng_state() -> Dict[str, Any]:
 
 def set_rng_state(state: Dict[str, Any]) -> None:
     """Restore what :func:`rng_state` returned."""
+    import torch
+
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

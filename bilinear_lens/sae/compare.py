@@ -28,9 +28,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from bilinear_lens.hooks.processing import check_processing
-from bilinear_lens.sae.train import sae_hook_name
-
-DEFAULT_KS = (1, 2, 4, 8, 16, 32, 64)
+from bilinear_lens.sae.config import DEFAULT_KS, sae_hook_name
 
 
 def check_sae(model: Any, layer: int, sae: Any, side: str) -> None:

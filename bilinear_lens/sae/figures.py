@@ -11,15 +11,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bilinear_lens.reports.figures import save_figure  # noqa: E402
+
 PAPER_K1_MEAN = 0.65  # P2 §5.2: mean correlation with one eigenvector
 
 
-def _save(fig, path: Union[str, Path]) -> Path:
-    path = Path(path)
+def _save(fig: "plt.Figure", path: Union[str, Path]) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90, tight=False)
 
 
 def lowrank_curve(ks: Sequence[int], mean: Sequence[float], frac: Sequence[float],

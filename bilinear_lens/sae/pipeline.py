@@ -9,7 +9,6 @@ run is then marked finished (files verified on ``--resume``).
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -18,32 +17,13 @@ from jaxtyping import Int
 from torch import Tensor
 
 from bilinear_lens.sae import figures
-from bilinear_lens.sae.compare import (DEFAULT_KS, check_sae, collect_activations, feature_interactions,
+from bilinear_lens.sae.config import CompareConfig
+from bilinear_lens.sae.compare import (check_sae, collect_activations, feature_interactions,
                                        interaction_stats, interaction_summary, lowrank_correlation, match_eigenvectors,
                                        top_contexts)
-from bilinear_lens.runs import RunError, check_int, open_run, write_json
+from bilinear_lens.runs import open_run, write_json
 from bilinear_lens.runs.atomic import temp_sibling
 from bilinear_lens.sae.evals import read_evals
-
-
-@dataclass
-class CompareConfig:
-    """Settings of ``compare``. ``feature``: the output feature shown side by side (default: the
-    qualifying feature with the largest top-2 ``|lambda|``); ``token``: also decompose the output
-    direction of this token (``W_U[:, t] - mean_t' W_U[:, t']``)."""
-
-    layer: int
-    ks: Sequence[int] = DEFAULT_KS
-    min_active: int = 10
-    n_show: int = 4
-    top_interactions: int = 15
-    n_eig: int = 6
-    n_align: int = 3
-    n_contexts: int = 5
-    feature: Optional[int] = None
-    token: Optional[str] = None
-    batch_size: int = 16
-    extra: Dict[str, Any] = field(default_factory=dict)
 
 
 def _decode(tokenizer: Any, ids: List[int]) -> List[str]:
@@ -109,11 +89,10 @@ def run_compare(model: Any, sae_in: Any, sae_out: Any, tokens: Int[Tensor, "n_ro
 
     from bilinear_lens.sae.identity import tokens_digest
 
-    check_compare_config(cfg)
+    cfg.check()
     check_sae(model, cfg.layer, sae_in, "in")
     check_sae(model, cfg.layer, sae_out, "out")
-    ident = {"config": {k: v for k, v in asdict(cfg).items() if k != "extra"}, "tokens": tokens_digest(tokens),
-             **(identity or {})}
+    ident = {"config": cfg.identity(), "tokens": tokens_digest(tokens), **(identity or {})}
     with open_run(out, "compare", ident, resume=resume, overwrite=overwrite, inputs=inputs,
                   owned=None) as run:
         if run.finished:
@@ -126,19 +105,6 @@ def run_compare(model: Any, sae_in: Any, sae_out: Any, tokens: Int[Tensor, "n_ro
         tmp.rmdir()
         run.finish()
     return metrics
-
-
-def check_compare_config(cfg: CompareConfig) -> None:
-    """One-line :class:`RunError` naming the option (its ``compare`` flag) and its range."""
-    check_int("--layer", cfg.layer, minimum=0)
-    check_int("--show", cfg.n_show, minimum=1)
-    check_int("--feature", cfg.feature, minimum=0)
-    for name in ("min_active", "top_interactions", "n_eig", "n_align", "n_contexts", "batch_size"):
-        check_int(name, getattr(cfg, name), minimum=1)
-    if not cfg.ks:
-        raise RunError("--ks needs at least one k, such as 1,2,4,8.")
-    for k in cfg.ks:
-        check_int("--ks", k, minimum=1)
 
 
 def _analyse(model: Any, sae_in: Any, sae_out: Any, tokens: Tensor, tmp: Path, cfg: CompareConfig,
@@ -165,7 +131,7 @@ def _analyse(model: Any, sae_in: Any, sae_out: Any, tokens: Tensor, tmp: Path, c
 
     metrics: Dict[str, Any] = dict(info or {})
     metrics.update({"layer": L, "n_tokens": int(len(acts.x)), "n_rows": int(tokens.shape[0]),
-                    "context": int(tokens.shape[1]), "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
+                    "context": int(tokens.shape[1]), "config": cfg.identity(),
                     "sae": metrics.get("sae", {}), "lowrank_correlation": summary})
     figs: Dict[str, str] = {}
     frac = summary["frac_above_0.75"]
@@ -173,7 +139,25 @@ def _analyse(model: Any, sae_in: Any, sae_out: Any, tokens: Tensor, tmp: Path, c
     figures.lowrank_hist(lr.corr.numpy(), lr.ks, tmp / "lowrank_hist.png")
     figs["lowrank"] = ["lowrank_curve.png", "lowrank_hist.png"]
 
-    # 1. feature interaction matrices in SAE bases
+    metrics["interactions"] = _interaction_section(model, L, sae_in, W_enc, lr, shown, pos_of, cfg, tmp)
+    metrics["matching"] = _matching_section(lr, sae_in, tmp)
+    # 4. side by side
+    sbs = [_side_by_side(model, L, W_enc.T[shown[0]], f"output feature {shown[0]}", acts, sae_in, cfg,
+                         tokenizer, shown[0])]
+    if cfg.token is not None:
+        sbs.append(_side_by_side(model, L, token_direction(model, tokenizer, cfg.token),
+                                 f"token direction {cfg.token!r}", acts, sae_in, cfg, tokenizer, None))
+    metrics["side_by_side"] = sbs
+    metrics["figures"] = figs
+    write_json(tmp / "metrics.json", metrics)
+    write_report(tmp / "index.html", metrics)
+    return metrics
+
+
+def _interaction_section(model: Any, L: int, sae_in: Any, W_enc: Tensor, lr: Any, shown: List[int],
+                         pos_of: Dict[int, int], cfg: CompareConfig, tmp: Path) -> Dict[str, Any]:
+    """1. Feature interaction matrices in SAE bases: statistics over every scored output feature, and a heatmap
+    for each shown one."""
     stats: Dict[str, List[float]] = {}
     for part in lr.features.split(32):
         for key, v in interaction_stats(feature_interactions(model, L, sae_in, W_enc.T[part]),
@@ -191,18 +175,17 @@ def _analyse(model: Any, sae_in: Any, sae_out: Any, tokens: Tensor, tmp: Path, c
         s.update({"feature": f, "figure": name, "eigenvalues_top8": [float(v) for v in vals[:8]],
                   "lowrank_corr": lr.corr[pos_of[f]].tolist() if f in pos_of else None})
         shown_items.append(s)
-    metrics["interactions"] = {
-        "features": shown_items,
-        "all_features": {key: _mean(v) for key, v in stats.items()},
-    }
+    return {"features": shown_items, "all_features": {key: _mean(v) for key, v in stats.items()}}
 
-    # 3. eigenvectors matched to input-SAE decoder directions
+
+def _matching_section(lr: Any, sae_in: Any, tmp: Path) -> Dict[str, Any]:
+    """3. Eigenvectors matched to input-SAE decoder directions (against random directions)."""
     n_keep = lr.vectors.shape[1]
     match = match_eigenvectors(lr.vectors.reshape(-1, lr.vectors.shape[-1]), sae_in.W_dec)
     eig_max = match["eigen"]["max_cos"].reshape(-1, n_keep)
     rnd_max = match["random"]["max_cos"]
     figures.matching_hist(eig_max[:, 0].numpy(), rnd_max.reshape(-1, n_keep)[:, 0].numpy(), tmp / "matching.png")
-    metrics["matching"] = {
+    return {
         "n_eigenvectors": int(eig_max.numel()), "d_sae_in": int(sae_in.W_dec.shape[0]),
         "mean_max_cos_by_rank": eig_max.mean(0).tolist(),
         "mean_max_cos": match["eigen"]["mean_max_cos"],
@@ -212,18 +195,6 @@ def _analyse(model: Any, sae_in: Any, sae_out: Any, tokens: Tensor, tmp: Path, c
         "frac_top1_above_0.5": float((eig_max[:, 0] > 0.5).float().mean()),
         "figure": "matching.png",
     }
-
-    # 4. side by side
-    sbs = [_side_by_side(model, L, W_enc.T[shown[0]], f"output feature {shown[0]}", acts, sae_in, cfg,
-                         tokenizer, shown[0])]
-    if cfg.token is not None:
-        sbs.append(_side_by_side(model, L, token_direction(model, tokenizer, cfg.token),
-                                 f"token direction {cfg.token!r}", acts, sae_in, cfg, tokenizer, None))
-    metrics["side_by_side"] = sbs
-    metrics["figures"] = figs
-    write_json(tmp / "metrics.json", metrics)
-    write_report(tmp / "index.html", metrics)
-    return metrics
 
 
 def _values_for(model: Any, layer: int, u: Tensor, k: int):

@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-import html
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Union
 
-CSS = """
-body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.4}
-h1{font-size:1.6em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.92em} td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
-th{background:#f4f4f4} td.l,th.l{text-align:left}
-.ctx{font-family:ui-monospace,monospace;font-size:.85em;white-space:pre-wrap;margin:.15em 0;padding:.2em .4em;background:#fafafa;border-left:3px solid #ddd}
-.ctx .c{outline:1.5px solid #000;font-weight:bold}
-.cols{display:flex;gap:1.2em} .cols>div{flex:1;min-width:0}
-.eig{border:1px solid #e4e4e4;border-radius:6px;padding:.5em .8em;margin:.8em 0}
-.note{color:#555;font-size:.9em} img{max-width:100%}
-"""
-
-
-def _esc(s: Any) -> str:
-    return html.escape(str(s))
+from bilinear_lens.reports.page import esc as _esc
+from bilinear_lens.reports.page import write_page
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
@@ -157,9 +142,4 @@ def write_report(path: Union[str, Path], m: Dict[str, Any]) -> Path:
             f"({m['n_rows']} rows × {m['context']}, position 0 and BOS dropped).</p>",
             vl_html, "<h2>SAEs</h2>", _sae_table(m.get("sae", {})),
             _interactions(m), _lowrank(m), _matching(m), _side_by_side(m)]
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{_esc(title)}</title>"
-            f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_page(path, title, "".join(body), heading=False)

@@ -33,97 +33,22 @@ import json
 import math
 import os
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 from jaxtyping import Int
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from bilinear_lens.runs import (RunError, RunFolder, check_float, check_int, open_run, require_finite_loss,
-                                rng_state, set_rng_state)
-
-HOOKS = {"in": "blocks.{layer}.mlp.hook_in", "out": "blocks.{layer}.hook_mlp_out"}
-"""The hook an SAE of each side is trained on (``str.format(layer=L)``)."""
-
-
-def sae_hook_name(layer: int, side: str) -> str:
-    """``blocks.L.mlp.hook_in`` for ``side="in"``, ``blocks.L.hook_mlp_out`` for ``side="out"``."""
-    if side not in HOOKS:
-        raise ValueError(f"hook must be 'in' (MLP input) or 'out' (MLP output), got {side!r}.")
-    return HOOKS[side].format(layer=layer)
-
+from bilinear_lens.runs import InjectedFailure, RunError, RunFolder, open_run, require_finite_loss, rng_state, set_rng_state
+from bilinear_lens.sae.config import SAETrainConfig
+from bilinear_lens.training.progress import progress_bar
 
 def training_architectures() -> list:
     """Names accepted by ``architecture``: SAELens' training registry (``topk``, ``jumprelu``, ...)."""
     from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY
 
     return sorted(SAE_TRAINING_CLASS_REGISTRY)
-
-
-@dataclass
-class SAETrainConfig:
-    """What to train. ``d_sae = expansion * d_model``; steps ``= training_tokens // batch_size_tokens``.
-
-    ``k`` is used by architectures with a ``k`` (topk, batchtopk, abstopk, matryoshka_batchtopk);
-    ``sae_kwargs`` is passed on to the architecture's SAELens training config (e.g.
-    ``{"l1_coefficient": 5.0}`` for ``standard``). Position 0 of every row (the attention sink /
-    BOS) is left out of training, as in the paper.
-    """
-
-    layer: int
-    hook: str = "in"
-    architecture: str = "topk"
-    k: int = 30
-    expansion: int = 4
-    training_tokens: int = 2_000_000
-    context_size: int = 128
-    batch_size_tokens: int = 4096
-    lr: float = 4e-4
-    lr_end: Optional[float] = None  # cosine annealing to lr/10 by default
-    n_checkpoints: int = 4  # checkpoints during training (every ceil(steps / (n + 1)) steps)
-    dead_feature_window: int = 1000  # steps without firing before a feature counts as dead
-    feature_sampling_window: int = 2000  # steps per sparsity window (the saved log-sparsity)
-    eval_batches: int = 8
-    eval_batch_prompts: int = 16
-    seed: int = 42
-    device: str = "cpu"
-    sae_kwargs: Dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def hook_name(self) -> str:
-        return sae_hook_name(self.layer, self.hook)
-
-    def check(self, n_layers: Optional[int] = None) -> None:
-        """One-line :class:`RunError` naming the option (its ``train-sae`` flag) and its range."""
-        for flag, value, lo in (("--k", self.k, 1), ("--expansion", self.expansion, 1),
-                                ("--tokens", self.training_tokens, 1), ("--context", self.context_size, 2),
-                                ("--batch-tokens", self.batch_size_tokens, 1), ("--seed", self.seed, 0),
-                                ("--checkpoints", self.n_checkpoints, 0),
-                                ("eval_batches", self.eval_batches, 1),
-                                ("eval_batch_prompts", self.eval_batch_prompts, 1),
-                                ("dead_feature_window", self.dead_feature_window, 1),
-                                ("feature_sampling_window", self.feature_sampling_window, 1)):
-            check_int(flag, value, minimum=lo)
-        check_int("--layer", self.layer, 0, None if n_layers is None else n_layers - 1)
-        check_float("--lr", self.lr, minimum=0, inclusive=(False, True))
-        check_float("lr_end", self.lr_end, minimum=0)
-        if self.batch_size_tokens > self.training_tokens:
-            raise RunError(f"--tokens {self.training_tokens} is smaller than one batch (--batch-tokens "
-                           f"{self.batch_size_tokens}); pass more tokens or a smaller batch.")
-
-    def identity(self) -> Dict[str, Any]:
-        """The settings that define the SAE (``device`` does not)."""
-        d = dataclasses.asdict(self)
-        d.pop("device")
-        d["hook_name"] = self.hook_name
-        return d
-
-
-class InjectedFailure(RuntimeError):
-    """Raised by ``fail_at_step`` (tests of resuming)."""
 
 
 def _training_sae_config(cfg: SAETrainConfig, d_in: int) -> Any:
@@ -175,9 +100,10 @@ def rows_per_step(cfg: SAETrainConfig) -> int:
 def step_activations(model: Any, tokens: Int[Tensor, "n_rows context"], step: int, cfg: SAETrainConfig,
                      bos: Optional[int]) -> Tensor:
     """The ``[batch_size_tokens, d_model]`` activations of ``step`` (module docstring)."""
-    from bilinear_lens.language.train import batch_indices
+    from bilinear_lens.text.batches import order_indices
 
-    rows = tokens[batch_indices(step, rows_per_step(cfg), len(tokens), cfg.seed)]
+    per = rows_per_step(cfg)
+    rows = tokens[order_indices(step * per, per, len(tokens), cfg.seed)]
     _, cache = model.run_with_cache(rows, names_filter=cfg.hook_name, stop_at_layer=cfg.layer + 1)
     acts = cache[cfg.hook_name][:, 1:].reshape(-1, model.cfg.d_model)
     if bos is not None:
@@ -287,7 +213,8 @@ def train_sae(
     """
     from bilinear_lens.sae.identity import model_identity, tokens_digest
 
-    cfg.check(model.cfg.n_layers)
+    cfg.check()
+    cfg.check_layer(model.cfg.n_layers)
     if cfg.hook_name not in model.hook_dict:
         raise RunError(f"the model has no hook {cfg.hook_name!r}.")
     check_tokens(tokens, cfg.context_size)
@@ -318,7 +245,7 @@ def _train(model: Any, tokens: Tensor, eval_tokens: Tensor, run: RunFolder, cfg:
     ckpt = run.file("checkpoint") / "state"
     state = run.load_state("checkpoint/state") if run.resuming else None
     start = _restore(trainer, state, ckpt) if state is not None else 0
-    bar = tqdm(total=steps, initial=start, disable=not progress, desc=f"train-sae {cfg.hook_name}", unit="step")
+    bar = progress_bar(steps, initial=start, desc=f"train-sae {cfg.hook_name}", enabled=progress)
     for step in range(start, steps):
         if fail_at_step is not None and step == fail_at_step:
             raise InjectedFailure(f"injected failure at the start of step {step}")

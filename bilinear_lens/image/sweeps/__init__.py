@@ -15,8 +15,8 @@ from typing import Any, Dict, Optional
 import torch
 
 from bilinear_lens.image.sweeps import adversarial, regularisation, sizes
-from bilinear_lens.image.sweeps.common import (Recipe, SweepOptions, best_match_cosine, effective_rank, identity_of,
-                                               load_split)
+from bilinear_lens.image.config import SweepOptions
+from bilinear_lens.image.sweeps.common import Recipe, best_match_cosine, effective_rank, identity_of, load_split
 from bilinear_lens.runs import RunError, open_run
 
 SWEEPS = {"sizes": sizes, "regularisation": regularisation, "adversarial": adversarial}
@@ -35,19 +35,20 @@ def run_sweep(name: str, options: SweepOptions, recipe: Optional[Recipe] = None,
     default_recipe, default_settings = module.setting(options.quick)
     recipe = recipe or default_recipe
     settings = {**default_settings, **(settings or {})}
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    out = options.out or f"mnist-sweep-{name}" + ("-quick" if options.quick else "")
+    out = options.run.out or f"mnist-sweep-{name}" + ("-quick" if options.quick else "")
+    options = options.updated(out=out).check()
+    if options.run.threads:
+        torch.set_num_threads(options.run.threads)
     identity = identity_of(name, recipe, settings, options.data)
-    with open_run(out, kind=f"mnist-sweep-{name}", identity=identity, resume=options.resume,
-                  overwrite=options.overwrite, owned=OWNED, inputs=[options.data]) as run:
+    with open_run(out, kind=f"mnist-sweep-{name}", identity=identity, resume=options.run.resume,
+                  overwrite=options.run.overwrite, owned=OWNED, inputs=[options.data]) as run:
         if run.finished:
             metrics = json.loads(run.file("metrics.json").read_text())
             metrics["reused_finished_run"] = True
             return metrics
         t0 = time.perf_counter()
         split, source = load_split(options.data, recipe)
-        metrics = module.compute(run, recipe, settings, split, source, options.progress)
+        metrics = module.compute(run, recipe, settings, split, source, options.run.progress)
         metrics.update(source=source, recipe=identity["recipe"], quick=options.quick,
                        seconds=time.perf_counter() - t0)
         run.write_json("metrics.json", metrics)

@@ -16,7 +16,6 @@ Measures (``C`` classes, eigenvalues ``lambda [C, d]`` of the class interaction 
 
 from __future__ import annotations
 
-import html
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
@@ -27,26 +26,14 @@ from torch import Tensor
 
 from bilinear_lens.image.data import ImageSplit, load_data
 from bilinear_lens.image.model import ClassifierConfig
-from bilinear_lens.image.report import CSS
+from bilinear_lens.image.config import TrainConfig
 from bilinear_lens.image.study import fit_in_run
-from bilinear_lens.image.train import TrainConfig, accuracy
-from bilinear_lens.runs import RunFolder, write_text
+from bilinear_lens.image.train import accuracy
+from bilinear_lens.reports.page import esc, figure_html, table_html, write_page
+from bilinear_lens.runs import RunFolder
 
 MEMBERS = "runs"
 """Sub-folder of the sweep's run folder that holds one folder per trained member."""
-
-
-@dataclass
-class SweepOptions:
-    """How a sweep is run (not what it computes): output folder, data source, run-folder flags."""
-
-    out: Optional[str] = None  # default: mnist-sweep-<name>
-    data: Optional[str] = None  # default: the 10k MNIST digits shipped with the package
-    quick: bool = False
-    resume: bool = False
-    overwrite: bool = False
-    progress: bool = True
-    threads: Optional[int] = 1
 
 
 @dataclass
@@ -114,18 +101,10 @@ def identity_of(name: str, recipe: Recipe, settings: Dict[str, Any], source_data
 def write_sweep_index(run: RunFolder, title: str, intro: str, table: Sequence[Sequence[str]],
                       figures: Sequence[Tuple[str, str, str]], notes: Sequence[str] = ()) -> Path:
     """``index.html``: an intro paragraph, one table (first row = header), figures ``(path, heading,
-    caption)`` relative to the run folder, and notes; self-contained (inline CSS)."""
-    esc = html.escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
-             f"<style>{CSS}</style></head><body><h1>{esc(title)}</h1><p>{esc(intro)}</p><table>"]
-    if table:
-        parts.append("<tr>" + "".join(f"<th>{esc(str(c))}</th>" for c in table[0]) + "</tr>")
-        parts += ["<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>" for row in table[1:]]
-    parts.append("</table><p>All numbers: <a href='metrics.json'>metrics.json</a>; trained members: "
-                 f"<code>{MEMBERS}/NAME/model</code> (<code>BilinearClassifier.load</code>).</p>")
+    caption)`` relative to the run folder, and notes; self-contained (the shared report shell)."""
+    parts = [f"<p>{esc(intro)}</p>", table_html(table[1:], header=table[0]) if table else "",
+             "<p>All numbers: <a href='metrics.json'>metrics.json</a>; trained members: "
+             f"<code>{MEMBERS}/NAME/model</code> (<code>BilinearClassifier.load</code>).</p>"]
     parts += [f"<p>{esc(n)}</p>" for n in notes]
-    for rel, head, text in figures:
-        parts.append(f"<figure><h2>{esc(head)}</h2><img src='{esc(rel)}' alt='{esc(head)}'>"
-                     f"<figcaption>{esc(text)}</figcaption></figure>")
-    parts.append("</body></html>\n")
-    return write_text(run.file("index.html"), "\n".join(parts))
+    parts += [figure_html(rel, head, text) for rel, head, text in figures]
+    return write_page(run.file("index.html"), title, "\n".join(parts))

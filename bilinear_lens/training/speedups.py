@@ -1,4 +1,6 @@
-"""A training-only fast path for TransformerLens attention: ``F.scaled_dot_product_attention``.
+"""Training-only speed-ups for a HookedTransformer: fused attention, gradient checkpointing.
+
+**Fused attention** (:func:`use_sdpa`, undone by :func:`restore_attention`): ``F.scaled_dot_product_attention``.
 
 TransformerLens materialises ``[batch, head, pos, pos]`` scores, a causal ``where``, a softmax and
 a NaN scrub; on a CPU this dominates the step time of small models (about 70% for stories260k at
@@ -11,17 +13,25 @@ attention module's ``forward`` with
     out     = z @ W_O + b_O
 
 and falls back to the original forward for anything else (KV cache, attention masks, non-rotary
-or non-causal models, attention-result hooks). :func:`restore_attention` undoes it; the
-converter restores it before saving, so the saved model is untouched.
+or non-causal models, attention-result hooks). The training loop restores it before saving, so the saved
+model is untouched.
+
+**Gradient checkpointing** (:func:`enable_gradient_checkpointing`): each block's activations are
+recomputed in the backward pass (``torch.utils.checkpoint``), trading about one extra forward per step
+for storing only the residual stream between blocks.
 """
 
 from __future__ import annotations
 
+import functools
 import types
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+__all__ = ["enable_gradient_checkpointing", "restore_attention", "use_sdpa"]
 
 _PATCHED = "_bl_sdpa_original_forward"
 
@@ -83,3 +93,20 @@ def restore_attention(model: Any) -> None:
         if hasattr(attn, _PATCHED):
             del attn.forward  # the instance attribute; the class method is visible again
             delattr(attn, _PATCHED)
+
+
+def enable_gradient_checkpointing(model: Any) -> None:
+    """Recompute each block's activations in the backward pass (module docstring)."""
+    for block in model.blocks:
+        if getattr(block, "_bl_checkpointed", False):
+            continue
+        forward = block.forward
+
+        @functools.wraps(forward)
+        def wrapped(*args: Any, _forward=forward, **kwargs: Any) -> torch.Tensor:
+            if torch.is_grad_enabled():
+                return checkpoint(_forward, *args, use_reentrant=False, **kwargs)
+            return _forward(*args, **kwargs)
+
+        block.forward = wrapped
+        block._bl_checkpointed = True

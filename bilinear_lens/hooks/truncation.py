@@ -16,18 +16,18 @@ the kept activations are visible (and editable) at ``blocks.{layer}.mlp.hook_eig
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
+from typing import Callable, Iterable, Iterator, List, Optional, Tuple
 
 from tqdm.auto import tqdm
 
 from bilinear_lens.decomposition.eigen import Eigendecomposition
-from bilinear_lens.decomposition.weights import bilinear_weights, require_finite_directions
+from bilinear_lens.decomposition.weights import ModelWithBilinearLayers, bilinear_weights, require_finite_directions
 from bilinear_lens.hooks.eigen_hooks import AttachedEigen, _attached
 
 
 @contextlib.contextmanager
 def truncated_mlp(
-    model: Any, layer: int, eig: Eigendecomposition, k: Optional[int] = None, check: bool = True
+    model: ModelWithBilinearLayers, layer: int, eig: Eigendecomposition, k: Optional[int] = None, check: bool = True
 ) -> Iterator[AttachedEigen]:
     """Inside the block, layer ``layer``'s output along ``eig.directions`` is its top-``k`` approximation.
 
@@ -55,7 +55,7 @@ def truncated_mlp(
 
 
 def truncation_sweep(
-    model: Any, layer: int, eig: Eigendecomposition, ks: Iterable[int], evaluate: Callable[[], float],
+    model: ModelWithBilinearLayers, layer: int, eig: Eigendecomposition, ks: Iterable[int], evaluate: Callable[[], float],
     progress: bool = True,
 ) -> List[Tuple[int, float]]:
     """``[(k, evaluate())]`` with the layer truncated to each ``k`` (e.g. loss or accuracy vs k).

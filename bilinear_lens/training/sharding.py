@@ -1,11 +1,11 @@
-"""Sharded data parallelism for the converter (``--fsdp``): torch FSDP2, one unit per block.
+"""Sharded data parallelism (``--fsdp``): torch FSDP2, one unit per block.
 
 Every transformer block, then the whole model, is wrapped with ``torch.distributed.fsdp.fully_shard``,
 so each of ``N`` processes holds ``1/N`` of the weights, gradients and AdamW moments (for
 TinyLlama-1.1B: 17.6 GB of float32 training state become ``17.6 / N`` GB per GPU) and all-gathers one
 block at a time for its forward and backward. The same code runs over NCCL on GPUs and over gloo on
 CPU processes (where the tests exercise it). Checkpoints gather the full model and optimiser state
-onto the main process and write it without Python object serialisation (:mod:`bilinear_lens.convert.checkpoint`, which
+onto the main process and write it without Python object serialisation (:mod:`bilinear_lens.training.checkpoint`, which
 says why ``torch.distributed.checkpoint`` folders are not used); the export gathers the full state
 dict onto the main process too.
 """
@@ -18,15 +18,17 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
+__all__ = ["check_launcher_fsdp", "cpu_copy", "export_copy", "full_state_dict", "memory_report", "shard_model"]
+
 
 def check_launcher_fsdp(distributed_type: Any) -> None:
     """Refuse accelerate's own FSDP wrapping (``accelerate launch --use_fsdp``): the converter swaps
-    MLP modules and exports whole models, which it does on its own FSDP2 units (``--fsdp``)."""
+    MLP modules and the training loop exports whole models, which it does on its own FSDP2 units (``--fsdp``)."""
     if str(distributed_type).endswith("FSDP") or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
         raise ValueError(
-            "accelerate's FSDP plugin (--use_fsdp / ACCELERATE_USE_FSDP) is not used by the converter; "
+            "accelerate's FSDP plugin (--use_fsdp / ACCELERATE_USE_FSDP) is not used by bilinear-lens; "
             "launch plain data parallel (`accelerate launch --num_processes N -m bilinear_lens.cli "
-            "convert ...`) and pass --fsdp to shard every block with torch FSDP2.")
+            "COMMAND ...`) and pass --fsdp to shard every block with torch FSDP2.")
 
 
 def shard_model(model: nn.Module, inference: bool = False) -> nn.Module:
