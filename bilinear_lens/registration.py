@@ -17,10 +17,12 @@ called, never at registration, since registration may run while one of them is i
 * ``SUPPORTED_ACTIVATIONS["bilinear"]`` / ``["linear"]`` = identity (the registry of activation
   names that config validation and the activation factory share; mutated in place).
 
-**Patches** (TransformerLens 3.x's ``HookedTransformer`` loading has no registry): the table
-:data:`PATCHES` is the complete list. Each entry names its target ``module:attribute``, why it is
-needed, and when it applies (``"hooked"``: TransformerLens < 4, whose ``HookedTransformer`` stack
-4.0 removed; ``"hooked_sae"``: that and SAELens, for ``HookedSAETransformer``). Every applicable target is
+**Patches** (TransformerLens 3.x's ``HookedTransformer`` loading has no registry, and
+``TransformerBridge.boot_transformers`` reads a Hugging Face config, which the authors' published format
+lacks, before it consults its registry): the table :data:`PATCHES` is the complete list. Each entry names
+its target ``module:attribute``, why it is needed, and when it applies (``"hooked"``: TransformerLens < 4,
+whose ``HookedTransformer`` stack 4.0 removed; ``"hooked_sae"``: that and SAELens, for
+``HookedSAETransformer``; ``"always"``: every supported version). Every applicable target is
 resolved before anything is changed; a missing one raises :class:`RegistrationError` naming the target and
 the installed TransformerLens version (never a silent skip: a skipped patch would silently change what a
 model computes). SAELens' rows are resolved and applied when SAELens' module is imported (at once if it
@@ -113,6 +115,12 @@ def _loading(ours_name: str) -> Callable[[Callable], Callable]:
     return make
 
 
+def _boot_transformers(original: Any) -> Any:
+    from bilinear_lens.bridge.published import wrap_boot_transformers
+
+    return wrap_boot_transformers(original)
+
+
 def _sae_lens_hook_in(original: Callable) -> Callable:
     @functools.wraps(original)
     def add_hook_in_to_mlp(mlp):
@@ -152,6 +160,10 @@ PATCHES: Tuple[Patch, ...] = (
           _loading("convert_hf_model_config"), "hooked", "config of local Llama folders (bilinear or SwiGLU)"),
     Patch("transformer_lens.loading_from_pretrained", "get_pretrained_state_dict",
           _loading("get_pretrained_state_dict"), "hooked", "weights of local Llama folders, MLP biases included"),
+    Patch("transformer_lens.model_bridge.sources.transformers", "TransformerBridge.boot_transformers",
+          _boot_transformers,
+          "always", "the authors' published format (tdooms/*) has no Hugging Face config, which boot_transformers "
+          "reads before any adapter is consulted: boot it from its exact in-memory Llama (hf_model=, tokenizer=)"),
     Patch("sae_lens.analysis.hooked_sae_transformer", "add_hook_in_to_mlp", _sae_lens_hook_in, "hooked_sae",
           "HookedSAETransformer keeps BilinearMLP's own hook_in instead of adding a second one"),
 )

@@ -18,33 +18,31 @@ from bilinear_lens.atlas import store
 from bilinear_lens.cli import main
 from bilinear_lens.decomposition.weights import bilinear_weights
 
-from tests.conftest import needs_hooked
-
-# The atlas builds its fixtures as HookedTransformers (TransformerLens 4.x has none): on 4.x these skip,
-# until the atlas loads models through the TransformerBridge (issue 14).
-pytestmark = needs_hooked
-
 REPO = Path(__file__).resolve().parents[1]
+
+
+def model_folder(path: Path) -> Path:
+    """A random 2-layer bilinear Llama folder (vocab 97, d_model 32, d_mlp 64, 4 heads, non-trivial norm
+    weights) with its word tokenizer (w3 .. w96), at TransformerLens' initialisation scale."""
+    from tests.conftest import make_llama_dir
+
+    make_llama_dir(path, vocab=97, n_kv=4, initializer_range=0.8 / 32 ** 0.5)
+    return path
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    """A saved tiny bilinear model (vocab 97, word tokenizer), its reload, a text file, a built atlas."""
-    from transformer_lens import HookedTransformer
-
-    from bilinear_lens import save_pretrained
-    from bilinear_lens.loading import load_model_and_tokenizer as load_model
-    from tests.conftest import make_tokenizer, tiny_cfg
+    """The model folder, the model as the atlas command loads it (TransformerLens 3.x: HookedTransformer,
+    4.x: TransformerBridge in compatibility mode), a text file, a built atlas."""
+    from bilinear_lens.atlas.cli import load_source
 
     root = tmp_path_factory.mktemp("atlas")
-    tok = make_tokenizer(97, root / "tok")
-    torch.manual_seed(0)
-    save_pretrained(HookedTransformer(tiny_cfg(d_vocab=97)).eval(), root / "model", tokenizer=tok)
+    model_folder(root / "model")
     rng = random.Random(0)
     data = root / "text.txt"
     data.write_text("".join(" ".join(f"w{rng.randint(3, 96)}" for _ in range(40)) + "\n<|endoftext|>\n"
                             for _ in range(30)), encoding="utf-8")
-    model, tokenizer = load_model(str(root / "model"))
+    model, tokenizer = load_source(str(root / "model"), "cpu")
     atlas = build_atlas(model, 1, str(root / "atlas"), k=4, data=str(data), batch=16, rows=12, ctx=32,
                         tokenizer=tokenizer, progress=False, source="tiny")
     return root, model, tokenizer, data, atlas
@@ -230,6 +228,7 @@ def test_bad_inputs_are_one_line_errors(setup, capsys):
 
 
 def test_sae_directions_and_input_alignment(setup):
+    pytest.importorskip("sae_lens", reason="SAE folders are read with SAELens (not installed with TransformerLens 4.x)")
     root, model, tokenizer, _, _ = setup
     from tests.test_sae_metrics import make_sae
 
@@ -248,3 +247,75 @@ def test_sae_directions_and_input_alignment(setup):
     assert torch.allclose(ent["sae_in.cos"], cos.gather(-1, top), atol=1e-6)
     with pytest.raises(KeyError, match="not tokens"):
         a.for_token("w5")
+
+
+@pytest.mark.skipif(not __import__("bilinear_lens.registration").registration.has_hooked_transformer(),
+                    reason="compares with a HookedTransformer (TransformerLens 3.x); on 4.x the fixture is the bridge")
+def test_bridge_gives_the_atlas_of_the_hooked_transformer(setup):
+    """TransformerLens 3.x: the same folder as a TransformerBridge (compatibility mode) gives the same atlas."""
+    from bilinear_lens.bridge import BilinearMLPBridge, load_bridge
+
+    root, model, tokenizer, data, atlas = setup
+    bridge = load_bridge(root / "model", device="cpu")
+    assert isinstance(bridge.blocks[1].mlp, BilinearMLPBridge) and type(model).__name__ == "HookedTransformer"
+    other = build_atlas(bridge, 1, str(root / "atlas_bridge"), k=4, data=str(data), batch=16, rows=12, ctx=32,
+                        tokenizer=bridge.tokenizer, progress=False, source="tiny")
+    assert other.labels == atlas.labels
+    for i in (0, 40, 96):
+        a, b = atlas.entry(i), other.entry(i)
+        assert torch.allclose(a["directions"], b["directions"], rtol=1e-4, atol=1e-6)
+        assert torch.allclose(a["values"], b["values"], rtol=1e-4, atol=0)
+        assert (a["vectors"] * b["vectors"]).sum(-1).abs().min() > 0.999
+        assert torch.equal(a["output.ids"], b["output.ids"]) and torch.equal(a["contexts.row"], b["contexts.row"])
+        assert torch.allclose(a["contexts.act"], b["contexts.act"], rtol=1e-4, atol=0)
+
+
+def test_ov_token_inputs_match_the_forward_pass_with_grouped_heads(tmp_path):
+    """``--ov`` inputs of a GQA model (4 query heads, 2 value heads): head h's OV path of token t equals what a
+    one-token forward pass writes through head h (``hook_z`` times ``W_O[h]``), through layer 1's ``ln2``."""
+    from tests.conftest import make_llama_dir
+
+    from bilinear_lens.atlas.cli import load_source
+    from bilinear_lens.atlas.readings import token_inputs
+
+    make_llama_dir(tmp_path / "gqa", vocab=97, n_kv=2, initializer_range=0.8 / 32 ** 0.5)
+    model, _ = load_source(str(tmp_path / "gqa"), "cpu")
+    inputs = token_inputs(model, 1, bilinear_weights(model, 1), ov=True)
+    _, cache = model.run_with_cache(torch.arange(97)[:, None], names_filter="blocks.0.attn.hook_z")
+    z = cache["blocks.0.attn.hook_z"][:, 0]  # [97, n_heads, d_head]
+    assert z.shape[1] == 4
+    for h in range(4):
+        expected = model.blocks[1].ln2((z[:, h] @ model.blocks[0].attn.W_O[h])[None])[0]
+        torch.testing.assert_close(inputs[f"ov.0.{h}"], expected.detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_atlas_of_a_model_in_the_authors_published_format(tmp_path, monkeypatch):
+    """``--model`` in the authors' format (tdooms/*): HookedTransformer on 3.x, TransformerBridge on 4.x."""
+    from tests.authors_format import wordpiece_tokenizer, write_authors_model
+
+    from bilinear_lens import eigendecompose
+    from bilinear_lens.atlas.cli import load_source
+
+    monkeypatch.setenv("BILINEAR_LENS_CACHE", str(tmp_path / "cache"))
+    tok = wordpiece_tokenizer(tmp_path / "authors")
+    folder = write_authors_model(tmp_path / "authors", n_layer=2, n_head=2, d_model=16, d_hidden=24,
+                                 vocab=tok.get_vocab_size())
+    assert main(["atlas", "--model", str(folder), "--layer", "1", "--out", str(tmp_path / "atlas"), "--k", "3",
+                 "--directions", "diff:lily,balloons", "--warm", "0", "--no-progress"]) == 0
+    atlas = Atlas.load(tmp_path / "atlas")
+    model, _ = load_source(str(folder), "cpu")
+    assert atlas.labels == ["lily - balloons"]
+    eig = eigendecompose(model, 1, atlas.direction(0)[None], k=3, dtype=torch.float64)
+    assert torch.allclose(atlas.eigen(0).values.double(), eig.values, rtol=1e-4, atol=0)
+
+
+def test_sae_options_without_sae_lens_are_one_line_errors(setup, monkeypatch, capsys):
+    """TransformerLens 4.x installs have no SAELens: `sae:DIR` and `--sae-in` say so before loading the model."""
+    root = setup[0]
+    monkeypatch.setitem(sys.modules, "sae_lens", None)  # `import sae_lens` raises ImportError
+    for extra in (["--directions", f"sae:{root}"], ["--sae-in", str(root)]):
+        assert main(["atlas", "--model", str(root / "no-such-model"), "--layer", "1", "--out", str(root / "nosae"),
+                     *extra, "--no-progress"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert "SAELens is not installed" in err and extra[0] in err and "\n" not in err
+    assert not (root / "nosae").exists()

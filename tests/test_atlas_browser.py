@@ -7,13 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
-
-from tests.conftest import needs_hooked
-
-# The atlas builds its fixtures as HookedTransformers (TransformerLens 4.x has none): on 4.x these skip,
-# until the atlas loads models through the TransformerBridge (issue 14).
-pytestmark = needs_hooked
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -32,15 +25,15 @@ def _browser_or_skip():
 
 @pytest.fixture(scope="module")
 def atlas_dir(tmp_path_factory):
-    from transformer_lens import HookedTransformer
+    """An atlas of a random bilinear Llama folder, loaded as the atlas command loads it (TransformerLens 3.x:
+    HookedTransformer, 4.x: TransformerBridge)."""
+    from tests.test_atlas import model_folder
 
     from bilinear_lens.atlas import build_atlas
-    from tests.conftest import make_tokenizer, tiny_cfg
+    from bilinear_lens.atlas.cli import load_source
 
     root = tmp_path_factory.mktemp("atlas_page")
-    tok = make_tokenizer(97, root / "tok")
-    torch.manual_seed(0)
-    model = HookedTransformer(tiny_cfg(d_vocab=97), tokenizer=tok).eval()
+    model, tok = load_source(str(model_folder(root / "model")), "cpu")
     rng = random.Random(1)
     data = root / "text.txt"
     data.write_text("".join(" ".join(f"w{rng.randint(3, 96)}" for _ in range(40)) + "\n<|endoftext|>\n"

@@ -286,3 +286,27 @@ def test_check_processing_refuses_an_sae_trained_with_other_processing(folders):
 def test_load_pretrained_on_transformer_lens_4_points_to_the_bridge(folders):
     with pytest.raises(bl.CheckpointError, match=r"no longer has; use TransformerBridge.boot_transformers\(path\)"):
         bl.load_pretrained(folders["bilinear"][0])
+
+
+def test_load_bridge_is_boot_plus_compatibility_mode(folders, tmp_path):
+    from tests.conftest import make_tokenizer
+
+    from bilinear_lens.bridge import load_bridge
+
+    path, hf = folders["bias"]
+    processed, raw = load_bridge(path, device="cpu"), load_bridge(path, processing=False, device="cpu")
+    assert processing_signature(processed) == {"fold_ln": True} and processing_signature(raw) == {"fold_ln": False}
+    assert isinstance(processed.blocks[L].mlp, BilinearMLPBridge) and not processed.training
+    for model, compat in ((processed, True), (raw, False)):
+        torch.testing.assert_close(logprobs(model, tokens()), logprobs(boot(path, compat), tokens()), rtol=0, atol=0)
+        assert (logprobs(model, tokens()) - logprobs(hf, tokens())).abs().max() <= 1e-4
+    make_llama_dir(tmp_path / "no-tokenizer", tokenizer=False)
+    with pytest.raises(bl.CheckpointError, match="has no tokenizer files.*save the tokenizer into the folder or pass "
+                                                 "tokenizer=") as err:
+        load_bridge(tmp_path / "no-tokenizer")
+    assert "\n" not in str(err.value)
+    model = load_bridge(tmp_path / "no-tokenizer", device="cpu", tokenizer=make_tokenizer(101))
+    assert (logprobs(model, tokens()) - logprobs(make_llama_dir(tmp_path / "again", tokenizer=False),
+                                                 tokens())).abs().max() <= 1e-4
+    with pytest.raises(bl.CheckpointError, match="is a file"):
+        load_bridge(tmp_path / "no-tokenizer" / "config.json")

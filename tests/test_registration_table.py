@@ -45,20 +45,22 @@ def test_every_applicable_target_resolves_and_is_wrapped():
     assert reg.transformer_lens_version() in reg.describe()
 
 
-def test_removed_patch_target_raises_naming_the_version(unregistered, monkeypatch):
+@pytest.mark.parametrize("target", ["hooked", "bridge"])
+def test_removed_patch_target_raises_naming_the_version(unregistered, monkeypatch, target):
     """Simulate an upstream move: the attribute is gone. register() refuses and changes nothing."""
-    if reg.has_hooked_transformer():
+    if target == "hooked":
+        if not reg.has_hooked_transformer():
+            pytest.skip("TransformerLens 4.x: no HookedTransformer target applies (the bridge one does)")
         import transformer_lens.loading_from_pretrained as loading
 
         monkeypatch.delattr(loading, "get_official_model_name")
         expected = "transformer_lens.loading_from_pretrained:get_official_model_name"
-    else:  # no real target applies on 4.x: a table entry that applies everywhere, on a removed attribute
-        from transformer_lens.hook_points import HookPoint
+    else:  # the row that applies on every version: boot_transformers of the authors' format
+        from transformer_lens.model_bridge import TransformerBridge
 
-        target = reg.Patch("transformer_lens.hook_points", "HookPoint.add_hook", lambda o: o, "always", "test")
-        monkeypatch.setattr(reg, "PATCHES", reg.PATCHES + (target,))
-        monkeypatch.delattr(HookPoint, "add_hook")
-        expected = target.target
+        monkeypatch.delattr(TransformerBridge, "boot_transformers")
+        expected = "transformer_lens.model_bridge.sources.transformers:TransformerBridge.boot_transformers"
+    assert expected in {p.target for p in reg.applicable_patches()}
     with pytest.raises(reg.RegistrationError) as err:
         reg.register()
     message = str(err.value)
@@ -76,10 +78,18 @@ def test_missing_patch_module_raises_too(unregistered, monkeypatch):
 
 
 def test_register_adapter_and_unregister_restores_the_stock_adapter(unregistered):
+    from transformer_lens.model_bridge import TransformerBridge
+
     assert ArchitectureAdapterFactory._adapters["LlamaForCausalLM"] is SUPPORTED_ARCHITECTURES["LlamaForCausalLM"]
+    stock_boot = TransformerBridge.__dict__["boot_transformers"]
+    assert not hasattr(stock_boot.__func__, "__wrapped__")
     reg.register()
     reg.register()  # idempotent
     assert ArchitectureAdapterFactory._adapters["LlamaForCausalLM"] is BilinearLlamaArchitectureAdapter
+    assert TransformerBridge.__dict__["boot_transformers"].__func__.__wrapped__ is stock_boot.__func__
+    reg.unregister()
+    assert TransformerBridge.__dict__["boot_transformers"] is stock_boot
+    reg.register()
     assert SUPPORTED_ACTIVATIONS["bilinear"](torch.tensor([-2.0])).item() == -2.0
 
 

@@ -211,6 +211,6 @@ def _context_rows(data: str, tokenizer: Any, rows: int, ctx: int) -> torch.Tenso
 def _sae_decoder(path: str) -> torch.Tensor:
     if not Path(path).is_dir():
         raise RunError(f"--sae-in {path} does not exist; give a SAELens SAE folder (bilinear-lens train-sae).")
-    from sae_lens import SAE
+    from bilinear_lens.atlas.directions import sae_lens_sae
 
-    return SAE.load_from_disk(path, device="cpu").W_dec.detach()
+    return sae_lens_sae("--sae-in").load_from_disk(path, device="cpu").W_dec.detach()

@@ -4,9 +4,12 @@
         [--k 8] [--data TEXT] [--sae-in DIR] [--device cpu|cuda] [--batch N] [--resume|--overwrite]
         [--no-progress]
 
-``SRC`` is a model folder (``bilinear-lens train-lm``, ``save_pretrained``) or a name that
-``HookedTransformer.from_pretrained`` knows. Several processes: ``torchrun --nproc_per_node N -m
-bilinear_lens.cli atlas ...`` (or ``accelerate launch``) split the directions.
+``SRC`` is a model folder (``bilinear-lens train-lm``, ``save_pretrained``, a Llama folder, a folder in
+the authors' published format) or a name that ``from_pretrained`` / ``boot_transformers`` knows. On
+TransformerLens 3.x it is loaded as a HookedTransformer (``load_pretrained``), on 4.x as a
+TransformerBridge in compatibility mode (``load_bridge``; the same processing). Several processes:
+``torchrun --nproc_per_node N -m bilinear_lens.cli atlas ...`` (or ``accelerate launch``) split the
+directions.
 """
 
 from __future__ import annotations
@@ -18,21 +21,44 @@ from typing import Any, Tuple
 
 
 def load_source(src: str, device: str) -> Tuple[Any, Any]:
-    """A HookedTransformer and its tokenizer from a folder or a ``from_pretrained`` name."""
+    """The model and its tokenizer from a folder or a name: a HookedTransformer on TransformerLens 3.x,
+    a TransformerBridge in compatibility mode on 4.x (module docstring)."""
+    from bilinear_lens.registration import has_hooked_transformer
+
+    if Path(src).is_file():
+        raise ValueError(f"--model {src} is a file; give a model folder or a model name.")
+    if not has_hooked_transformer():
+        return _load_bridge(src, device)
     if Path(src).is_dir():
         from bilinear_lens.loading import load_model_and_tokenizer as load_model
 
         return load_model(src)
-    if Path(src).exists():
-        raise ValueError(f"--model {src} is a file; give a model folder or a model name.")
     from bilinear_lens import load_pretrained
 
     try:
         model = load_pretrained(src, device=device).eval()
     except Exception as err:  # noqa: BLE001 - report any loader failure in one line
-        raise ValueError(f"--model {src}: not a folder, and from_pretrained failed ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''}).") from None
+        raise ValueError(f"--model {src}: not a folder, and from_pretrained failed ({_first_line(err)}).") from None
     return model, getattr(model, "tokenizer", None)
+
+
+def _first_line(err: BaseException) -> str:
+    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+
+
+def _load_bridge(src: str, device: str) -> Tuple[Any, Any]:
+    from bilinear_lens.bridge.load import load_bridge
+    from bilinear_lens.checkpoints.hf_config import CheckpointError
+
+    try:
+        model = load_bridge(src, device=device)
+    except CheckpointError:
+        raise
+    except Exception as err:  # noqa: BLE001 - report any loader failure in one line
+        what = "a folder" if Path(src).is_dir() else "not a folder"
+        raise ValueError(f"--model {src}: {what}, and TransformerBridge.boot_transformers failed "
+                         f"({_first_line(err)}).") from None
+    return model, model.tokenizer
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -47,6 +73,10 @@ def _run(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             raise ValueError("--device cuda: no CUDA device is available; use --device cpu.")
     check_spec(args.directions)
+    if args.directions.startswith("sae:") or args.sae_in:  # before the model is loaded
+        from bilinear_lens.atlas.directions import sae_lens_sae
+
+        sae_lens_sae("--directions sae:DIR" if args.directions.startswith("sae:") else "--sae-in")
     model, tokenizer = load_source(args.model, args.device)
     atlas = build_atlas(model, args.layer, args.out, args.directions, k=args.k, data=args.data,
                         sae_in=args.sae_in, device=args.device, batch=args.batch, shard=args.shard,
@@ -62,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
 def add_commands(sub: Any) -> None:
     p = sub.add_parser("atlas", help="decompose every output direction of a layer; write a browsable atlas",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="model folder or from_pretrained name")
+    p.add_argument("--model", required=True, help="model folder or model name (from_pretrained on TransformerLens 3.x, boot_transformers on 4.x)")
     p.add_argument("--layer", type=int, required=True, help="bilinear layer index")
     p.add_argument("--out", required=True, help="atlas folder (run folder)")
     p.add_argument("--directions", default="vocab", help="vocab | tokens:FILE | sae:DIR | diff:A,B")

@@ -105,13 +105,21 @@ def _read_lines(path: str) -> List[str]:
     return lines
 
 
+def sae_lens_sae(flag: str) -> Any:
+    """SAELens' ``SAE`` class, or a one-line :class:`RunError` for ``flag`` when SAELens is not installed."""
+    try:
+        from sae_lens import SAE
+    except ImportError:
+        raise RunError(f"{flag} reads a SAELens SAE folder, and SAELens is not installed (it needs TransformerLens "
+                       "3.9: pip install 'sae-lens>=6.5' 'transformer-lens>=3.9,<3.10'); drop the option.") from None
+    return SAE
+
+
 def sae_directions(path: str, d_model: int) -> Directions:
     """The encoder columns of a SAELens SAE folder (``SAE.load_from_disk``)."""
     if not Path(path).is_dir():
         raise RunError(f"SAE folder {path} does not exist; train one with bilinear-lens train-sae.")
-    from sae_lens import SAE
-
-    sae = SAE.load_from_disk(path, device="cpu")
+    sae = sae_lens_sae("--directions sae:DIR").load_from_disk(path, device="cpu")
     W_enc = sae.W_enc.detach()
     if W_enc.shape[0] != d_model:
         raise RunError(f"the SAE in {path} reads width {W_enc.shape[0]}, but the MLP output has d_model={d_model}.")

@@ -43,10 +43,12 @@ def token_inputs(model: Any, layer: int, weights: BilinearWeights, ov: bool = Fa
         W_E = model.W_E.detach()
         paths = {"direct": weights.lift(_norm_input(model, layer, W_E).to(weights.W_in))}
         if ov:
-            ln1 = model.blocks[0].ln1
+            ln1, attn = model.blocks[0].ln1, model.blocks[0].attn
             e = ln1(W_E[None])[0]
+            W_V, W_O = attn.W_V, attn.W_O  # a TransformerBridge keeps grouped (GQA) values: [n_kv, d_model, d_head]
+            group = model.cfg.n_heads // W_V.shape[0]
             for h in range(model.cfg.n_heads):
-                W_OV = model.blocks[0].attn.W_V[h] @ model.blocks[0].attn.W_O[h]
+                W_OV = W_V[h // group] @ W_O[h]
                 paths[f"ov.0.{h}"] = weights.lift(_norm_input(model, layer, e @ W_OV).to(weights.W_in))
     return paths
 

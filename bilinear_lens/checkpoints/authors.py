@@ -292,13 +292,19 @@ def published_info(model: Any) -> Optional[PublishedInfo]:
 
 
 def authors_hf_model(path: PathLike, scale_attn: Optional[bool] = None, dtype: torch.dtype = torch.float32,
-                     special_ids: Optional[Dict[str, Optional[int]]] = None) -> Any:
-    """An HF ``LlamaForCausalLM`` computing the authors' model in ``path`` exactly (``s`` folded)."""
+                     special_ids: Optional[Dict[str, Optional[int]]] = None,
+                     attn_implementation: Optional[str] = None) -> Any:
+    """An HF ``LlamaForCausalLM`` computing the authors' model in ``path`` exactly (``s`` folded).
+
+    ``attn_implementation`` (e.g. ``"eager"``, what the TransformerBridge loads with) is passed to
+    the config; the default is transformers' own.
+    """
     from transformers import LlamaConfig, LlamaForCausalLM
 
     acfg = read_authors_config(path, json.loads((Path(path) / "config.json").read_text()))
     info = make_info(path, acfg, scale_attn)
-    hf_cfg = LlamaConfig(**hf_llama_config(acfg, info.attn_scale, info, special_ids))
+    extra = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
+    hf_cfg = LlamaConfig(**hf_llama_config(acfg, info.attn_scale, info, special_ids), **extra)
     sd = hf_llama_state_dict(load_authors_tensors(path, acfg), acfg, info.attn_scale)
     with torch.device("meta"):
         model = LlamaForCausalLM(hf_cfg)

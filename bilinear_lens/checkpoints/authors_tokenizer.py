@@ -23,7 +23,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 TOKENIZER_REPOS: Dict[str, str] = {
     "ts-4096": "tdooms/ts-tokenizer-4096",
@@ -115,26 +115,32 @@ def _hub_folder(repo: str) -> Optional[Path]:
         return None
 
 
-def resolve_tokenizer_folder(model_folder: PathLike, key: Optional[str]) -> Optional[Path]:
-    """Where the tokenizer of an authors'-format model comes from, prepared for TransformerLens.
-
-    The model folder when it has tokenizer files; else the Hub repo its ``tokenizer`` key names
-    (from the Hugging Face cache when offline); else None, with a warning saying how to give one.
-    """
+def locate_tokenizer_folder(model_folder: PathLike, key: Optional[str]) -> Tuple[Optional[Path], str]:
+    """``(folder, "")`` for the tokenizer of an authors'-format model, prepared for TransformerLens, or
+    ``(None, why)``: the model folder when it has tokenizer files; else the Hub repo its ``tokenizer``
+    key names (from the Hugging Face cache when offline)."""
     if has_tokenizer_files(model_folder):
-        return prepare_tokenizer_folder(model_folder)
+        return prepare_tokenizer_folder(model_folder), ""
     repo = TOKENIZER_REPOS.get(key) if key else None
     folder = _hub_folder(repo) if repo else None
     if folder is not None and has_tokenizer_files(folder):
         if key == "mistral" or not (folder / "tokenizer.json").is_file():
-            return folder
-        return prepare_tokenizer_folder(folder)
-    where = (f"the Hub repo {repo} (for tokenizer={key!r}) is not reachable and not in the Hugging Face "
-             f"cache" if repo else f"tokenizer={key!r} names no known Hub repo")
-    warnings.warn(f"{model_folder}: loaded without a tokenizer: the folder has none and {where}. Pass "
-                  f"tokenizer=AutoTokenizer.from_pretrained(...) or put the tokenizer files in the folder.",
-                  stacklevel=3)
-    return None
+            return folder, ""
+        return prepare_tokenizer_folder(folder), ""
+    return None, (f"the folder has none and the Hub repo {repo} (for tokenizer={key!r}) is not reachable and not "
+                  f"in the Hugging Face cache" if repo else f"the folder has none and tokenizer={key!r} names no "
+                  "known Hub repo")
+
+
+def resolve_tokenizer_folder(model_folder: PathLike, key: Optional[str]) -> Optional[Path]:
+    """Where the tokenizer of an authors'-format model comes from (:func:`locate_tokenizer_folder`);
+    None, with a warning saying how to give one, when there is none."""
+    folder, why = locate_tokenizer_folder(model_folder, key)
+    if folder is None:
+        warnings.warn(f"{model_folder}: loaded without a tokenizer: {why}. Pass "
+                      f"tokenizer=AutoTokenizer.from_pretrained(...) or put the tokenizer files in the folder.",
+                      stacklevel=3)
+    return folder
 
 
 def load_tokenizer(folder: PathLike, key: Optional[str] = None) -> Any:
