@@ -40,7 +40,7 @@ def looks_like_repo_id(name: Any) -> bool:
             and not Path(name).exists() and all(name.split("/")))
 
 
-def _offline_error(name: str, err: Exception) -> CheckpointError:
+def hub_unavailable_error(name: str, err: Exception) -> CheckpointError:
     why = str(err).split(". ")[0].splitlines()[0][:160] if str(err) else type(err).__name__
     return CheckpointError(
         f"model folder {name} does not exist, and {name} could not be fetched from the Hugging Face Hub or its "
@@ -56,7 +56,7 @@ def hub_config(repo: str, subfolder: Optional[str] = None) -> Dict[str, Any]:
     try:
         file = hf_hub_download(repo, "config.json", subfolder=subfolder)
     except Exception as err:  # offline and not cached, no such repo, no network
-        raise _offline_error(repo if subfolder is None else f"{repo}/{subfolder}", err) from err
+        raise hub_unavailable_error(repo if subfolder is None else f"{repo}/{subfolder}", err) from err
     return json.loads(Path(file).read_text())
 
 
@@ -75,7 +75,7 @@ def fetch_authors_repo(repo: str) -> Path:
     try:
         return Path(snapshot_download(repo, allow_patterns=HUB_MODEL_FILES))
     except Exception as err:
-        raise _offline_error(repo, err) from err
+        raise hub_unavailable_error(repo, err) from err
 
 
 def resolve_model_source(src: Any) -> Path:
@@ -131,5 +131,5 @@ def official_name(original: Any, model_name: Any) -> Optional[str]:
     return str(fetch_authors_repo(model_name))
 
 
-__all__ = ["fetch_authors_repo", "is_authors_folder", "official_name", "resolve_model_source",
+__all__ = ["fetch_authors_repo", "hub_unavailable_error", "is_authors_folder", "official_name", "resolve_model_source",
            "tl_cfg_dict", "tl_state_dict"]

@@ -113,13 +113,13 @@ def resolve_sae_source(src: PathLike) -> Path:
                          "tdooms/ts-medium-scope/5-mlp-in-x4-k30).")
     from huggingface_hub import snapshot_download
 
-    from bilinear_lens.checkpoints.published import _offline_error
+    from bilinear_lens.checkpoints.published import hub_unavailable_error
 
     repo, sub = "/".join(parts[:2]), "/".join(parts[2:])
     try:
         root = Path(snapshot_download(repo, allow_patterns=[f"{sub}/config.json", f"{sub}/model.safetensors"]))
     except Exception as err:  # offline and not cached, no network, no such repo
-        raise _offline_error(str(src), err) from err
+        raise hub_unavailable_error(str(src), err) from err
     if not (root / sub / "config.json").is_file():
         raise ValueError(f"{repo} has no SAE folder {sub}/ (config.json + model.safetensors); check the name.")
     return root / sub
