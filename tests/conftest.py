@@ -20,7 +20,7 @@ from bilinear_lens.registration import has_hooked_transformer  # noqa: E402
 
 HOOKED = has_hooked_transformer()
 """TransformerLens 3.x: ``HookedTransformer`` exists (4.0 removed it; the bridge path remains)."""
-NO_HOOKED = "TransformerLens 4.x removed HookedTransformer (the bridge path is tested in tests/test_bridge.py)"
+NO_HOOKED = "TransformerLens 4.x removed HookedTransformer (the bridge path is tested in tests/unit/bridge/test_bridge.py)"
 needs_hooked = pytest.mark.skipif(not HOOKED, reason=NO_HOOKED)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,6 +61,19 @@ def tiny_bilinear():
 
     torch.manual_seed(0)
     return HookedTransformer(tiny_cfg()).eval()
+
+
+@pytest.fixture
+def tiny_transformer():
+    """Some bilinear transformer of ``tiny_bilinear``'s shape (d_model 32, d_mlp 64, 2 layers, vocab 97) on every
+    TransformerLens: that HookedTransformer on 3.x, a raw-mode ``TransformerBridge`` of a random bilinear Llama
+    folder on 4.x (for tests of the decompositions, which accept both)."""
+    if HOOKED:
+        from transformer_lens import HookedTransformer
+
+        torch.manual_seed(0)
+        return HookedTransformer(tiny_cfg()).eval()
+    return bridge64().float()
 
 
 def make_tokenizer(vocab_size: int, path=None):

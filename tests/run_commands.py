@@ -1,5 +1,5 @@
-"""The commands that write run folders, as table rows for tests/test_run_contract.py and
-tests/test_cli_options.py: tiny, fast settings on tiny inputs (built once per test module).
+"""The commands that write run folders, as table rows for tests/integration/test_run_contract.py and
+tests/integration/test_cli_options.py: tiny, fast settings on tiny inputs (built once per test module).
 
 A row is a :class:`Command`: its name, the ``kind`` recorded in ``run.json``, ``argv(inputs, out)``
 (the arguments of a tiny run writing into ``out``) and ``other`` (extra arguments that make a run of

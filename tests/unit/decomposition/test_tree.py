@@ -83,7 +83,7 @@ def test_depth_and_k_prune_sizes(n_layers, depth, k):
     assert len(tree.levels) == depth and tree.levels[-1].n == n * k ** (depth - 1)
 
 
-def test_start_layer_and_errors(tiny_bilinear):
+def test_start_layer_and_errors(tiny_transformer):
     model = Stack(3)
     u = torch.randn(D_MODEL, dtype=torch.float64)
     tree = bl.eigen_tree(model, u, depth=2, k=6, layer=1)
@@ -93,7 +93,7 @@ def test_start_layer_and_errors(tiny_bilinear):
     with pytest.raises(ValueError, match="residual"):
         bl.eigen_tree(Stack(2, residual=True), u, depth=1, k=2)
     with pytest.raises(TypeError, match="bilinear_layers"):
-        bl.eigen_tree(tiny_bilinear, torch.randn(32), depth=1, k=2)
+        bl.eigen_tree(tiny_transformer, torch.randn(32), depth=1, k=2)
     with pytest.raises(ValueError, match="d_model=6"):
         bl.eigen_tree(model, torch.randn(7, dtype=torch.float64), depth=1, k=2)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.test_hooks import HOOK_EIG, HOOK_IN, L, directions, model64, tokens
+from tests.unit.hooks.test_hooks import HOOK_EIG, HOOK_IN, L, directions, model64, tokens
 
 import bilinear_lens as bl
 

@@ -14,17 +14,17 @@ import pytest
 import torch
 
 from bilinear_lens.convert.finetune import run_convert
-from tests.test_convert_run import config, final_params
-from tests.test_convert_swap import tiny_swiglu
+from tests.integration.convert.test_convert_run import config, final_params
+from tests.unit.convert.test_swap import tiny_swiglu
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 DRIVER = """
 import json, sys
 from transformers import AutoTokenizer
 from bilinear_lens.convert.config import ConvertConfig
 from bilinear_lens.convert.finetune import run_convert
 from bilinear_lens.runs import InjectedFailure
-from tests.test_convert_swap import tiny_swiglu
+from tests.unit.convert.test_swap import tiny_swiglu
 
 cfg = ConvertConfig.from_dict(json.loads(sys.argv[1]))
 try:

@@ -18,7 +18,7 @@ from bilinear_lens.atlas import store
 from bilinear_lens.cli import main
 from bilinear_lens.decomposition.weights import bilinear_weights
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def model_folder(path: Path) -> Path:
@@ -230,7 +230,7 @@ def test_bad_inputs_are_one_line_errors(setup, capsys):
 def test_sae_directions_and_input_alignment(setup):
     pytest.importorskip("sae_lens", reason="SAE folders are read with SAELens (not installed with TransformerLens 4.x)")
     root, model, tokenizer, _, _ = setup
-    from tests.test_sae_metrics import make_sae
+    from tests.unit.sae.test_metrics import make_sae
 
     sae_out, sae_in = make_sae(32, 12, "blocks.1.hook_mlp_out", seed=1), make_sae(32, 20, "blocks.1.mlp.hook_in", seed=2)
     sae_out.save_model(str(root / "sae_out"))

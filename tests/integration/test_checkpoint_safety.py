@@ -142,7 +142,7 @@ def test_convert_refuses_a_model_with_a_nan_weight(inputs, tmp_path, capsys):
     from bilinear_lens.convert.cli import add_commands
     from bilinear_lens.convert.config import ConvertConfig
     from bilinear_lens.convert.finetune import run_convert
-    from tests.test_convert_swap import tiny_swiglu
+    from tests.unit.convert.test_swap import tiny_swiglu
     import argparse
     from transformers import AutoTokenizer
 

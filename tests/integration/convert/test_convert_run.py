@@ -13,7 +13,7 @@ from bilinear_lens import BilinearMLP
 from bilinear_lens.convert.config import ConvertConfig
 from bilinear_lens.convert.finetune import run_convert
 from bilinear_lens.runs import InjectedFailure
-from tests.test_convert_swap import tiny_swiglu
+from tests.unit.convert.test_swap import tiny_swiglu
 
 STORIES = [f"Once upon a time there was a {a} {b} who liked to {c}. The end."
            for a in ("little", "big", "happy", "sad") for b in ("cat", "dog", "girl", "boy")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -17,8 +16,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-sys.path.insert(0, str(Path(__file__).parent))
-from authors_format import reference_forward, wordpiece_tokenizer, write_authors_model  # noqa: E402
+from tests.authors_format import reference_forward, wordpiece_tokenizer, write_authors_model  # noqa: E402
 
 import bilinear_lens  # noqa: E402
 

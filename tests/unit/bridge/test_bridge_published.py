@@ -221,7 +221,7 @@ def test_refusals_are_one_line_and_name_the_fix(tmp_path):
 
 def test_hub_repo_id_resolves_through_the_cache_like_from_pretrained(tmp_path, monkeypatch):
     import huggingface_hub.constants as hub_constants
-    from tests.test_published_models import _fake_hub_cache
+    from tests.unit.checkpoints.test_published_models import _fake_hub_cache
 
     cache = tmp_path / "hub"
     cache.mkdir()

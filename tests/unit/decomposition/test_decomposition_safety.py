@@ -7,8 +7,11 @@ import copy
 
 import pytest
 import torch
-from tests.conftest import make_llama_dir
-from transformer_lens import HookedTransformer
+from tests.conftest import HOOKED, NO_HOOKED, make_llama_dir
+
+if not HOOKED:  # the models under test are loaded with HookedTransformer.from_pretrained
+    pytest.skip(NO_HOOKED, allow_module_level=True)
+from transformer_lens import HookedTransformer  # noqa: E402
 
 import bilinear_lens as bl
 from bilinear_lens.image.model import BilinearClassifier

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.test_hooks import HOOK_EIG, HOOK_IN, L, MLP_OUT, directions, hook_state, model64, tokens
+from tests.unit.hooks.test_hooks import HOOK_EIG, HOOK_IN, L, MLP_OUT, directions, hook_state, model64, tokens
 
 import bilinear_lens as bl
 from bilinear_lens.hooks.truncation import truncation_sweep

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from authors_format import ABSENT, reference_forward, wordpiece_tokenizer, write_authors_model  # noqa: E402
+from tests.authors_format import ABSENT, reference_forward, wordpiece_tokenizer, write_authors_model  # noqa: E402
 
 import bilinear_lens  # noqa: E402
 from bilinear_lens.checkpoints import CheckpointError  # noqa: E402

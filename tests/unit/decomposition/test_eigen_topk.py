@@ -98,11 +98,11 @@ def test_negative_direction_flips_the_spectrum():
     torch.testing.assert_close((neg_vecs * vecs).sum(-1).abs(), torch.ones_like(vals), rtol=0, atol=1e-8)
 
 
-def test_hooked_transformer_layer_and_ritz_residuals(tiny_bilinear):
+def test_transformer_layer_and_ritz_residuals(tiny_transformer):
     u = unit_directions(5, 32, torch.float32)
-    w = bilinear_weights(tiny_bilinear, 1, dtype=torch.float64)
+    w = bilinear_weights(tiny_transformer, 1, dtype=torch.float64)
     vals, vecs, info = lanczos_topk_info(w, u.double(), 4)
-    ref_vals, _, _ = dense_reference_layer(tiny_bilinear, 1, u, 4)
+    ref_vals, _, _ = dense_reference_layer(tiny_transformer, 1, u, 4)
     torch.testing.assert_close(vals, ref_vals, rtol=1e-10, atol=1e-14)
     assert bool(info.converged.all()) and info.residuals.max() <= 10 * info.tol
     # the residuals are real: recompute ||Q v - lambda v|| / |lambda_max| from the dense matrices
@@ -174,15 +174,15 @@ def test_non_convergence_warns():
     assert not bool(info.converged.all())
 
 
-def test_bad_k_and_direction_width_are_clear_errors(tiny_bilinear):
+def test_bad_k_and_direction_width_are_clear_errors(tiny_transformer):
     u = torch.randn(3, 32)
     with pytest.raises(ValueError, match=r"k=33 is out of range.*1 <= k <= 32"):
-        eigendecompose(tiny_bilinear, 0, u, k=33, method="lanczos")
+        eigendecompose(tiny_transformer, 0, u, k=33, method="lanczos")
     with pytest.raises(ValueError, match="k=0 is out of range"):
-        eigendecompose(tiny_bilinear, 0, u, k=0)
+        eigendecompose(tiny_transformer, 0, u, k=0)
     with pytest.raises(ValueError, match=r"d_model=32.*got \(3, 31\)"):
-        eigendecompose(tiny_bilinear, 0, torch.randn(3, 31), k=4)
-    w = bilinear_weights(tiny_bilinear, 0)
+        eigendecompose(tiny_transformer, 0, torch.randn(3, 31), k=4)
+    w = bilinear_weights(tiny_transformer, 0)
     with pytest.raises(ValueError, match="k=40 is out of range"):
         lanczos_topk(w, u, 40)
     with pytest.raises(ValueError, match="d_model=32"):

@@ -27,7 +27,7 @@ def _browser_or_skip():
 def atlas_dir(tmp_path_factory):
     """An atlas of a random bilinear Llama folder, loaded as the atlas command loads it (TransformerLens 3.x:
     HookedTransformer, 4.x: TransformerBridge)."""
-    from tests.test_atlas import model_folder
+    from tests.integration.atlas.test_atlas import model_folder
 
     from bilinear_lens.atlas import build_atlas
     from bilinear_lens.atlas.cli import load_source

@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import load_file
 
 from bilinear_lens.language.train import train_lm
-from tests.test_convert_ddp import free_port
-from tests.test_language_train import data, tiny  # noqa: F401  (the data fixture)
+from tests.integration.convert.test_convert_processes import free_port
+from tests.integration.language.test_train_lm import data, tiny  # noqa: F401  (the data fixture)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
