@@ -34,7 +34,8 @@ from pathlib import Path
 
 import torch
 
-from bilinear_lens.atlas.solve import GUARD, certified_topk, shared_subspace, subspace_starts
+from bilinear_lens.atlas.solve import GUARD, certified_topk
+from bilinear_lens.atlas.warm import shared_subspace, subspace_starts
 from bilinear_lens.decomposition.eigen import sort_by_magnitude
 from bilinear_lens.decomposition.interaction import interaction_from_weights, interaction_matvec, output_scales
 from bilinear_lens.decomposition.lanczos import lanczos_topk_info

@@ -5,8 +5,8 @@ For directions ``u_j`` (``[n, d_model]``) we want the ``k`` eigenpairs of larges
 its residual computed in the full space satisfies ``||Q v - lambda v|| <= tol |lambda_1|``.
 
 Single-vector thick-restart Lanczos (Wu & Simon 2000), all ``n`` directions in lockstep; step ``j``
-applies every ``Q(u_j)`` to its own vector in one GEMM over the shared weights
-(``[d_mlp, d] x [d, n]``, :func:`~bilinear_lens.decomposition.interaction.interaction_matvec`).
+applies every ``Q(u_j)`` to its own vector with two GEMMs over the shared weights
+(:class:`LayerOperator`: ``[n, d] x [d, 2 d_mlp]`` then ``[n, 2 d_mlp] x [2 d_mlp, d]``).
 What differs from :mod:`bilinear_lens.decomposition.lanczos`:
 
 * the matvec outputs ``Q V`` are kept next to the basis ``V`` ``[n, m, d]`` (and carried through
@@ -14,16 +14,17 @@ What differs from :mod:`bilinear_lens.decomposition.lanczos`:
   full-space residual ``||(Q V) y - theta V y||`` costs ``2 m d`` instead of a matvec
   (``4 d d_mlp``). No final refinement pass is needed: ``k`` matvecs per direction saved;
 * a direction stops as soon as its top ``k`` true residuals pass ``tol`` (``1e-4``, the atlas's
-  certificate) instead of the decomposition default ``1e-5``, with a small Krylov basis
-  (``m = max(2k + 12, 24)``) and restarts keeping ``p = k + (m - k) / 2`` Ritz vectors;
-* optional start vectors (``start`` ``[n, d]``): a warm start, e.g. from a shared subspace
-  (:func:`subspace_starts`: Rayleigh-Ritz of every ``Q(u_j)`` in one common basis ``S`` ``[r, d]``
-  found from already-solved directions, ``S Q S^T = sym(A diag(s) B^T)`` with ``A = S W_in``,
-  ``B = S W_gate``: ``r^2 d_mlp`` per direction, no matvec).
+  certificate; checked every ``CHECK_EVERY`` = 2 steps from ``k + GUARD`` vectors on) *and* the ``GUARD`` Ritz
+  pairs after them have Lanczos estimates ``<= GUARD_TOL`` (see :data:`GUARD`), with a small
+  Krylov basis (``m = max(2k + 12, 24)``) and restarts keeping ``p = k + (m - k) / 2`` Ritz vectors;
+* a finished direction leaves the batch by moving the last active row into its place (no copy of
+  the whole basis), so the GEMMs stay over the active directions only;
+* optional start vectors (``start`` ``[n, d]``): a warm start from a basis shared by the layer's
+  directions (:mod:`bilinear_lens.atlas.warm`).
 
 The basis is orthogonalised twice (CGS2); projected problems are solved in float64. Start vectors
 are seeded, so results are deterministic for a given batch. Each eigenvector's largest entry is
-made positive.
+made positive. Narrow layers take the dense path instead (:mod:`bilinear_lens.atlas.dense`).
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from bilinear_lens.decomposition.interaction import interaction_matvec, output_scales
+from bilinear_lens.decomposition.interaction import output_scales
 from bilinear_lens.decomposition.weights import BilinearWeights
+
+__all__ = ["CERTIFY_TOL", "GUARD", "LayerOperator", "TopK", "certified_topk", "default_krylov_dim", "fix_signs"]
 
 CHECK_AFTER = 4
 """First convergence check after ``k + CHECK_AFTER`` Krylov vectors, then every ``CHECK_EVERY``."""
@@ -83,7 +86,7 @@ def _orth(w: Float[Tensor, "n d"], V: Float[Tensor, "n j d"]) -> tuple:
     return w - torch.einsum("nj,njd->nd", h2, V), h + h2
 
 
-def _fix_signs(vectors: Tensor) -> Tensor:
+def fix_signs(vectors: Tensor) -> Tensor:
     idx = vectors.abs().argmax(dim=-1, keepdim=True)
     sign = torch.sign(vectors.gather(-1, idx))
     return vectors * torch.where(sign == 0, torch.ones_like(sign), sign)
@@ -93,23 +96,58 @@ def _unit(x: Tensor) -> Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
 
 
-class _State:
-    """Basis ``V [n, m+1, d]``, outputs ``QV [n, m, d]``, projected ``H [n, m, m]`` of active directions."""
+class LayerOperator:
+    """One layer's weights arranged for ``x_j -> Q(u_j) x_j`` over rows ``X`` ``[n, d]``: two GEMMs,
+    ``G = X [W_in, W_gate]`` ``[n, 2 d_mlp]``, then ``(s2 * G) 1/2 [W_gate, W_in]^T`` with
+    ``s2 = [s, s]``. Row-major operands keep the GEMMs efficient for any ``n`` (the column form of
+    :func:`~bilinear_lens.decomposition.interaction.interaction_matvec` slows down 1.5x at some ``n``)."""
 
-    def __init__(self, V: Tensor, QV: Tensor, H: Tensor, s: Tensor, index: Tensor):
-        self.V, self.QV, self.H, self.s, self.index = V, QV, H, s, index
+    def __init__(self, weights: BilinearWeights):
+        self.weights = weights
+        self.Wc = torch.cat([weights.W_in, weights.W_gate], 1)  # [d, 2 d_mlp]
+        self.Wb = (0.5 * torch.cat([weights.W_gate, weights.W_in], 1)).T.contiguous()  # [2 d_mlp, d]
+
+    def scales(self, directions: Float[Tensor, "n d_model"]) -> Float[Tensor, "n two_d_mlp"]:
+        s = output_scales(self.weights, directions)
+        return torch.cat([s, s], 1)
+
+    def __call__(self, X: Float[Tensor, "n d"], s2: Float[Tensor, "n two_d_mlp"]) -> Float[Tensor, "n d"]:
+        """``Q(u_j) x_j`` for each row (``X`` ``[n, b, d]`` with ``s2`` ``[n, 1, 2 d_mlp]`` works too)."""
+        return (X @ self.Wc).mul_(s2) @ self.Wb
+
+
+class _State:
+    """Basis ``V [n, m+1, d]``, outputs ``QV [n, m, d]``, projected ``H [n, m, m]``, scales ``s2``
+    and output rows ``index`` of the active directions."""
+
+    def __init__(self, V: Tensor, QV: Tensor, H: Tensor, s2: Tensor, index: Tensor):
+        self.V, self.QV, self.H, self.s2, self.index = V, QV, H, s2, index
         self.beta = torch.zeros(V.shape[0], dtype=torch.float64, device=V.device)
 
-    def select(self, keep: Tensor) -> None:
-        self.V, self.QV, self.H = self.V[keep], self.QV[keep], self.H[keep]
-        self.s, self.index, self.beta = self.s[keep], self.index[keep.cpu()], self.beta[keep]
+    def select(self, keep: Tensor) -> Tensor:
+        """Keep the rows where ``keep``: the last kept rows move into the dropped rows' places, so
+        only moved rows are copied (the arrays become leading views). Returns ``order``: new row
+        ``i`` was row ``order[i]``."""
+        n_new = int(keep.sum())
+        order = torch.arange(n_new, device=keep.device)
+        holes = (~keep[:n_new]).nonzero().flatten()
+        movers = keep[n_new:].nonzero().flatten() + n_new
+        names = ("V", "QV", "H", "s2", "beta", "index")
+        if len(holes):
+            order[holes] = movers
+            for name in names:
+                t = getattr(self, name)
+                t[holes] = t[movers]
+        for name in names:
+            setattr(self, name, getattr(self, name)[:n_new])
+        return order
 
 
-def _step(weights: BilinearWeights, st: _State, j: int, generator: torch.Generator) -> None:
+def _step(op: LayerOperator, st: _State, j: int, generator: torch.Generator) -> None:
     """One Lanczos step at basis index ``j`` (full reorthogonalisation, in place)."""
     m, d = st.H.shape[-1], st.V.shape[-1]
     eps = torch.finfo(st.V.dtype).eps
-    q = interaction_matvec(weights, st.s, st.V[:, j].unsqueeze(-1)).squeeze(-1)
+    q = op(st.V[:, j], st.s2)
     st.QV[:, j] = q
     w, h = _orth(q, st.V[:, : j + 1])
     h = h.to(torch.float64)
@@ -134,7 +172,7 @@ def _step(weights: BilinearWeights, st: _State, j: int, generator: torch.Generat
 
 
 def certified_topk(
-    weights: BilinearWeights,
+    weights: "BilinearWeights | LayerOperator",
     directions: Float[Tensor, "n d_model"],
     k: int,
     tol: float = CERTIFY_TOL,
@@ -149,6 +187,8 @@ def certified_topk(
     Directions that have not converged after ``max_restarts`` keep their best Ritz pairs and are
     flagged in ``converged``; their ``residuals`` say how far they are.
     """
+    op = weights if isinstance(weights, LayerOperator) else LayerOperator(weights)
+    weights = op.weights
     W = weights.W_in
     dtype, device, d = W.dtype, W.device, weights.d
     n = directions.shape[0]
@@ -164,7 +204,7 @@ def certified_topk(
     V[:, 0] = _unit(v0)
     st = _State(V, torch.zeros(n, m, d, dtype=dtype, device=device),
                 torch.zeros(n, m, m, dtype=torch.float64, device=device),
-                output_scales(weights, directions), torch.arange(n))
+                op.scales(directions), torch.arange(n, device=device))
     out = TopK(torch.zeros(n, k, dtype=dtype, device=device), torch.zeros(n, k, d, dtype=dtype, device=device),
                torch.zeros(n, k, dtype=torch.float64), torch.zeros(n, dtype=torch.long),
                torch.zeros(n, dtype=torch.bool))
@@ -172,31 +212,36 @@ def certified_topk(
     for cycle in range(max_restarts + 1):
         last = cycle == max_restarts or m >= d
         while j < m and len(st.index):
-            _step(weights, st, j, generator)
-            out.matvecs[st.index] += 1
+            _step(op, st, j, generator)
+            out.matvecs[st.index.cpu()] += 1
             j += 1
             if j == m or (j >= first and (j - first) % CHECK_EVERY == 0):
                 theta, Y = _finish(st, j, k, tol, out, accept_all=last and j == m)
         if not len(st.index):
             break
-        # thick restart: p best Ritz vectors, their outputs, and the last Lanczos vector
-        Yp = Y[:, :, :p].transpose(1, 2)  # [n', p, m] float64
-        arrow = st.beta.unsqueeze(-1) * Yp[:, :, -1]  # coupling of the kept Ritz vectors to v_m
-        n_act = len(st.index)
-        V_new = torch.zeros(n_act, m + 1, d, dtype=dtype, device=device)
-        V_new[:, :p] = torch.bmm(Yp.to(dtype), st.V[:, :m])
-        V_new[:, p] = st.V[:, m]
-        QV_new = torch.zeros(n_act, m, d, dtype=dtype, device=device)
-        QV_new[:, :p] = torch.bmm(Yp.to(dtype), st.QV)
-        H = torch.zeros(n_act, m, m, dtype=torch.float64, device=device)
-        ar = torch.arange(p, device=device)
-        H[:, ar, ar] = theta[:, :p]
-        H[:, p, :p], H[:, :p, p] = arrow, arrow
-        st.V, st.QV, st.H = V_new, QV_new, H
+        _restart(st, theta, Y, p)
         j, first = p, p + 1 + CHECK_EVERY
-    out.vectors = _fix_signs(out.vectors)
+    out.vectors = fix_signs(out.vectors)
     out.residuals = out.residuals.to(dtype)
     return out
+
+
+def _restart(st: _State, theta: Tensor, Y: Tensor, p: int) -> None:
+    """Thick restart: the ``p`` best Ritz vectors, their outputs, and the last Lanczos vector."""
+    n_act, m1, d = st.V.shape
+    m, dtype, device = m1 - 1, st.V.dtype, st.V.device
+    Yp = Y[:, :, :p].transpose(1, 2)  # [n', p, m] float64
+    arrow = st.beta.unsqueeze(-1) * Yp[:, :, -1]  # coupling of the kept Ritz vectors to v_m
+    V_new = torch.zeros(n_act, m + 1, d, dtype=dtype, device=device)
+    V_new[:, :p] = torch.bmm(Yp.to(dtype), st.V[:, :m])
+    V_new[:, p] = st.V[:, m]
+    QV_new = torch.zeros(n_act, m, d, dtype=dtype, device=device)
+    QV_new[:, :p] = torch.bmm(Yp.to(dtype), st.QV)
+    H = torch.zeros(n_act, m, m, dtype=torch.float64, device=device)
+    ar = torch.arange(p, device=device)
+    H[:, ar, ar] = theta[:, :p]
+    H[:, p, :p], H[:, :p, p] = arrow, arrow
+    st.V, st.QV, st.H = V_new, QV_new, H
 
 
 def _finish(st: _State, j: int, k: int, tol: float, out: TopK, accept_all: bool) -> tuple:
@@ -225,32 +270,9 @@ def _finish(st: _State, j: int, k: int, tol: float, out: TopK, accept_all: bool)
         done = torch.zeros_like(cand)
         done[cand.nonzero().flatten()[take]] = True
         if bool(take.any()):
-            idx = st.index[done.cpu()]
+            idx = st.index[done]
             out.values[idx], out.vectors[idx] = theta[done, :k].to(dtype), X[take]
-            out.residuals[idx], out.converged[idx] = res[take].cpu(), ok[take].cpu()
-            keep = ~done
-            st.select(keep)
-            theta, Y = theta[keep], Y[keep]
+            out.residuals[idx.cpu()], out.converged[idx.cpu()] = res[take].cpu(), ok[take].cpu()
+            order = st.select(~done)
+            theta, Y = theta[order], Y[order]
     return theta, Y
-
-
-def shared_subspace(vectors: Float[Tensor, "N d"], r: int) -> Float[Tensor, "r d"]:
-    """An orthonormal basis ``S`` ``[r, d]`` of the top-``r`` principal directions of ``vectors``."""
-    r = min(r, *vectors.shape)
-    _, _, Vh = torch.linalg.svd(vectors.to(torch.float64), full_matrices=False)
-    return Vh[:r].to(vectors.dtype)
-
-
-def subspace_starts(weights: BilinearWeights, directions: Float[Tensor, "n d_model"],
-                    S: Float[Tensor, "r d"], k: int) -> Float[Tensor, "n d"]:
-    """Warm start vectors: the sum of the top-``k`` Ritz vectors of each ``Q(u_j)`` in span(``S``).
-
-    ``S Q(u) S^T = 1/2 (A diag(s) B^T + B diag(s) A^T)`` with ``A = S W_in``, ``B = S W_gate``
-    ``[r, d_mlp]``: ``r^2 d_mlp`` per direction, no matvec.
-    """
-    s = output_scales(weights, directions)
-    A, B = S.to(weights.W_in) @ weights.W_in, S.to(weights.W_in) @ weights.W_gate
-    half = torch.matmul(A.unsqueeze(0) * s.unsqueeze(1), B.T)  # [n, r, r]
-    theta, Y = _ritz((0.5 * (half + half.transpose(1, 2))).to(torch.float64))
-    y = Y[:, :, :k].sum(-1).to(S.dtype)  # [n, r]
-    return y @ S
