@@ -51,13 +51,14 @@ class LayerSolver:
     """Certified top-``k`` for batches of one layer's directions on the chosen path.
 
     Prepared once (fused weights, the dense path's tensor or the warm start's projected tensor);
-    ``S`` ``[r, d]``: the shared warm-start basis (Lanczos path only; ``None``: cold starts).
+    ``S`` ``[r, d]``: the shared warm-start basis (Lanczos path only; ``None``: cold starts);
+    ``block``: start vectors per direction on the Lanczos path (:func:`~bilinear_lens.atlas.solve.certified_topk`).
     """
 
     def __init__(self, weights: BilinearWeights, k: int, tol: float = CERTIFY_TOL, solver: str = "auto",
-                 S: Optional[Float[Tensor, "r d"]] = None):
+                 S: Optional[Float[Tensor, "r d"]] = None, block: int = 1):
         self.path = choose_solver(weights, k, solver)
-        self.k, self.tol = k, tol
+        self.k, self.tol, self.block = k, tol, block
         self.op = LayerOperator(weights)
         self.forms = dense_forms(weights) if self.path == "dense" else None
         self.warm = WarmStart(weights, S) if self.path == "lanczos" and S is not None else None
@@ -67,5 +68,5 @@ class LayerSolver:
         if self.path == "dense":
             return dense_topk(self.op, directions, self.k, self.tol, forms=self.forms)
         start = None if self.warm is None else self.warm(directions, min(self.k + GUARD, self.warm.r))
-        return certified_topk(self.op, directions, self.k, self.tol, start=start, seed=seed)
+        return certified_topk(self.op, directions, self.k, self.tol, start=start, seed=seed, block=self.block)
 
