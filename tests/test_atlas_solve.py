@@ -8,6 +8,7 @@ import torch
 
 from bilinear_lens.atlas import LayerSolver, certified_topk, choose_solver, dense_topk
 from bilinear_lens.atlas.auto import DENSE_FACTOR
+from bilinear_lens.atlas.solve import LayerOperator
 from bilinear_lens.atlas.warm import ProjectedInteraction, WarmStart, shared_subspace
 from bilinear_lens.decomposition.weights import BilinearWeights
 
@@ -105,11 +106,19 @@ def test_projected_tensor_is_S_Q_S_transposed():
         M = ProjectedInteraction(w, S, chunk=4).projected(U)
         assert torch.allclose(M, torch.tril(S @ _Q(w, U) @ S.T), rtol=1e-10, atol=1e-12)
         assert torch.allclose(ProjectedInteraction(w).projected(U), torch.tril(_Q(w, U)), rtol=1e-10, atol=1e-12)
-        # the start vector is the sum of the top-3 Ritz vectors in span(S): in span(S), and its
-        # Rayleigh-Ritz coefficients are a sum of 3 of M's unit eigenvectors (norm sqrt(3))
-        x = WarmStart(w, S)(U, 3)
-        assert torch.allclose(x @ S.T @ S, x, atol=1e-10)
-        assert torch.allclose((x @ S.T).norm(dim=-1), torch.full((7,), 3**0.5, dtype=torch.float64))
+        # the start vector: the (normalised) sum of the top-3 Ritz vectors in span(S); with_products
+        # also returns Q(u) x, its first GEMM done in span(S)
+        ws = WarmStart(w, S)
+        x = ws(U, 3)
+        assert torch.allclose(x @ S.T @ S, x, atol=1e-10) and torch.allclose(x.norm(dim=-1), torch.ones(7, dtype=x.dtype))
+        e, Y = torch.linalg.eigh(S @ _Q(w, U) @ S.T)
+        top = e.abs().argsort(-1, descending=True)[:, :3]
+        ritz = Y.gather(-1, top.unsqueeze(1).expand(-1, 9, -1)).transpose(1, 2)  # [7, 3, 9]
+        y = x @ S.T  # its coefficients: a combination of the top-3 Ritz vectors only, each with weight 1/sqrt(3)
+        assert torch.allclose((ritz @ y.unsqueeze(-1)).squeeze(-1).abs(), torch.full((7, 3), 3**-0.5, dtype=y.dtype))
+        x2, Qx = ws.with_products(LayerOperator(w), U, 3)
+        assert torch.allclose(x2, x, atol=1e-12)
+        assert torch.allclose(Qx, torch.einsum("nij,nj->ni", _Q(w, U), x), rtol=1e-10, atol=1e-12)
 
 
 def test_choose_solver_by_shape():

@@ -67,6 +67,9 @@ class LayerSolver:
         directions = directions.to(self.op.weights.W_in)
         if self.path == "dense":
             return dense_topk(self.op, directions, self.k, self.tol, forms=self.forms)
-        start = None if self.warm is None else self.warm(directions, min(self.k + GUARD, self.warm.r))
-        return certified_topk(self.op, directions, self.k, self.tol, start=start, seed=seed, block=self.block)
+        start = Qstart = None
+        if self.warm is not None:
+            start, Qstart = self.warm.with_products(self.op, directions, min(self.k + GUARD, self.warm.r))
+        return certified_topk(self.op, directions, self.k, self.tol, start=start, start_products=Qstart, seed=seed,
+                              block=self.block)
 

@@ -14,7 +14,7 @@ What differs from :mod:`bilinear_lens.decomposition.lanczos`:
   full-space residual ``||(Q V) y - theta V y||`` costs ``2 m d`` instead of a matvec
   (``4 d d_mlp``). No final refinement pass is needed: ``k`` matvecs per direction saved;
 * a direction stops as soon as its top ``k`` true residuals pass ``tol`` (``1e-4``, the atlas's
-  certificate; checked every ``CHECK_EVERY`` = 2 steps from ``k + GUARD`` vectors on) *and* the ``GUARD`` Ritz
+  certificate; checked after every step from ``k + GUARD`` vectors on) *and* the ``GUARD`` Ritz
   pairs after them have Lanczos estimates ``<= GUARD_TOL`` (see :data:`GUARD`), with a small
   Krylov basis (``m = max(2k + 12, 24)``) and restarts keeping ``p = k + (m - k) / 2`` Ritz vectors;
 * a finished direction leaves the batch by moving the last active row into its place (no copy of
@@ -50,7 +50,7 @@ __all__ = ["CERTIFY_TOL", "GUARD", "LayerOperator", "TopK", "certified_topk", "d
 
 CHECK_AFTER = 4
 """First convergence check after ``k + CHECK_AFTER`` Krylov vectors, then every ``CHECK_EVERY``."""
-CHECK_EVERY = 2
+CHECK_EVERY = 1
 BLOCK = 1
 """Start vectors per direction (band Lanczos for ``> 1``; see :func:`certified_topk`)."""
 GUARD, GUARD_TOL = 4, 1e-3
@@ -121,7 +121,11 @@ class LayerOperator:
 
     def __call__(self, X: Float[Tensor, "n d"], s2: Float[Tensor, "n two_d_mlp"]) -> Float[Tensor, "n d"]:
         """``Q(u_j) x_j`` for each row (``X`` ``[n, b, d]`` with ``s2`` ``[n, 1, 2 d_mlp]`` works too)."""
-        return (X @ self.Wc).mul_(s2) @ self.Wb
+        return self.backward(X @ self.Wc, s2)
+
+    def backward(self, G: Float[Tensor, "n two_d_mlp"], s2: Float[Tensor, "n two_d_mlp"]) -> Float[Tensor, "n d"]:
+        """The second half of the matvec, from ``G = X [W_in, W_gate]`` (overwritten)."""
+        return G.mul_(s2) @ self.Wb
 
 
 class _State:
@@ -151,12 +155,12 @@ class _State:
         return order
 
 
-def _step(op: LayerOperator, st: _State, j: int, generator: torch.Generator) -> None:
-    """One (band) Lanczos step: ``Q v_j``, orthogonalised against ``V[:j+b]``, becomes ``v_{j+b}``
-    (full reorthogonalisation, in place)."""
+def _step(op: LayerOperator, st: _State, j: int, generator: torch.Generator, q: Optional[Tensor] = None) -> None:
+    """One (band) Lanczos step: ``Q v_j`` (``q`` when given), orthogonalised against ``V[:j+b]``,
+    becomes ``v_{j+b}`` (full reorthogonalisation, in place)."""
     b, d = st.b, st.V.shape[-1]
     eps = torch.finfo(st.V.dtype).eps
-    q = op(st.V[:, j], st.s2)
+    q = op(st.V[:, j], st.s2) if q is None else q
     st.QV[:, j] = q
     w, h = _orth(q, st.V[:, : j + b])
     h = h.to(torch.float64)
@@ -186,6 +190,7 @@ def certified_topk(
     *,
     krylov_dim: Optional[int] = None,
     start: Optional[Float[Tensor, "n d"]] = None,
+    start_products: Optional[Float[Tensor, "n d"]] = None,
     max_restarts: int = 60,
     seed: int = 0,
     block: int = BLOCK,
@@ -193,7 +198,9 @@ def certified_topk(
     """Top-``k`` eigenpairs by ``|lambda|`` of every ``Q(u_j)``, each certified (module docstring).
 
     ``weights``: ``BilinearWeights`` or a prepared :class:`LayerOperator`; ``start``: one start
-    vector per direction (seeded random when ``None``); ``block``: start vectors per direction
+    vector per direction (seeded random when ``None``); ``start_products``: ``Q(u_j) start_j`` when
+    already known, for unit ``start`` rows (the first step then needs no matvec; see
+    :meth:`~bilinear_lens.atlas.warm.WarmStart.with_products`); ``block``: start vectors per direction
     (module docstring). Directions that have not converged after ``max_restarts`` keep their best
     Ritz pairs and are flagged in ``converged``; their ``residuals`` say how far they are.
     """
@@ -210,13 +217,13 @@ def certified_topk(
     b = max(1, min(int(block), m - k))
     p = max(min(k + GUARD, m - b), min(m - b, k + (m - k) // 2))
     generator = torch.Generator().manual_seed(seed)
-    V = torch.zeros(n, m + b, d, dtype=dtype, device=device)
+    V = torch.empty(n, m + b, d, dtype=dtype, device=device)  # rows are written before they are read
     v0 = torch.randn(n, b, d, generator=generator, dtype=torch.float64).to(V)
     if start is not None:
         v0[:, 0] = start.to(V)
     for i in range(b):  # an orthonormal start block: the start vector, then seeded random ones
         V[:, i] = _unit(_orth(v0[:, i], V[:, :i])[0] if i else v0[:, i])
-    st = _State(V, torch.zeros(n, m, d, dtype=dtype, device=device),
+    st = _State(V, torch.empty(n, m, d, dtype=dtype, device=device),
                 torch.zeros(n, m + b, m + b, dtype=torch.float64, device=device),
                 op.scales(directions), torch.arange(n, device=device), b)
     out = TopK(torch.zeros(n, k, dtype=dtype, device=device), torch.zeros(n, k, d, dtype=dtype, device=device),
@@ -226,7 +233,7 @@ def certified_topk(
     for cycle in range(max_restarts + 1):
         last = cycle == max_restarts or m >= d
         while j < m and len(st.index):
-            _step(op, st, j, generator)
+            _step(op, st, j, generator, start_products.to(V) if start_products is not None and j == 0 else None)
             out.matvecs[st.index.cpu()] += 1
             j += 1
             if j == m or (j >= first and (j - first) % CHECK_EVERY == 0):
@@ -247,10 +254,10 @@ def _restart(st: _State, theta: Tensor, Y: Tensor, p: int) -> None:
     m, dtype, device = mb - b, st.V.dtype, st.V.device
     Yp = Y[:, :, :p]  # [n', m, p] float64
     arrow = torch.bmm(st.H[:, m:, :m], Yp)  # [n', b, p]: coupling of the kept Ritz vectors to the frontier
-    V_new = torch.zeros(n_act, m + b, d, dtype=dtype, device=device)
+    V_new = torch.empty(n_act, m + b, d, dtype=dtype, device=device)
     V_new[:, :p] = torch.bmm(Yp.transpose(1, 2).to(dtype), st.V[:, :m])
     V_new[:, p : p + b] = st.V[:, m:]
-    QV_new = torch.zeros(n_act, m, d, dtype=dtype, device=device)
+    QV_new = torch.empty(n_act, m, d, dtype=dtype, device=device)
     QV_new[:, :p] = torch.bmm(Yp.transpose(1, 2).to(dtype), st.QV)
     H = torch.zeros(n_act, m + b, m + b, dtype=torch.float64, device=device)
     ar = torch.arange(p, device=device)

@@ -18,7 +18,7 @@ per direction (no matvec), against ``r^2 d_mlp`` for forming ``M`` per direction
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from jaxtyping import Float
@@ -80,13 +80,31 @@ class WarmStart(ProjectedInteraction):
 
     def __init__(self, weights: BilinearWeights, S: Float[Tensor, "r d"], chunk: int = 16):
         super().__init__(weights, S, chunk)
+        self._SWc: Optional[Tensor] = None
 
-    def __call__(self, directions: Float[Tensor, "n d_model"], nk: int) -> Float[Tensor, "n d"]:
-        """Start vectors: the sum of each direction's top-``nk`` Ritz vectors in ``span(S)``."""
+    def coefficients(self, directions: Float[Tensor, "n d_model"], nk: int) -> Float[Tensor, "n r"]:
+        """``y`` (unit rows): the sum of each direction's top-``nk`` Ritz vectors, in the basis ``S``."""
         theta, Y = torch.linalg.eigh(self.projected(directions))
         top = theta.abs().topk(min(nk, self.r), dim=-1).indices  # [n, nk]
         y = Y.gather(-1, top.unsqueeze(1).expand(-1, self.r, -1)).sum(-1)  # [n, r]
-        return y @ self.S
+        return y / y.norm(dim=-1, keepdim=True)
+
+    def __call__(self, directions: Float[Tensor, "n d_model"], nk: int) -> Float[Tensor, "n d"]:
+        """Start vectors: the sum of each direction's top-``nk`` Ritz vectors in ``span(S)``."""
+        return self.coefficients(directions, nk) @ self.S
+
+    def with_products(self, op: Any, directions: Float[Tensor, "n d_model"], nk: int) -> tuple:
+        """Unit start vectors ``x = y S`` and their products ``Q(u) x``: the first GEMM of the matvec
+        is ``y (S [W_in, W_gate])`` (``r``, not ``d``, rows of work per direction), so the first
+        product costs about half a matvec. ``op``: the layer's
+        :class:`~bilinear_lens.atlas.solve.LayerOperator`."""
+        if self._SWc is None:
+            self._SWc = self.S @ op.Wc  # [r, 2 d_mlp]
+        y = self.coefficients(directions, nk)
+        x = y @ self.S
+        norm = x.norm(dim=-1, keepdim=True)
+        Qx = op.backward(y @ self._SWc, op.scales(directions))
+        return x / norm, Qx / norm
 
 
 def subspace_starts(weights: BilinearWeights, directions: Float[Tensor, "n d_model"],
