@@ -68,8 +68,9 @@ class LayerSolver:
         if self.path == "dense":
             return dense_topk(self.op, directions, self.k, self.tol, forms=self.forms)
         start = Qstart = None
+        s2 = self.op.scales(directions)
         if self.warm is not None:
-            start, Qstart = self.warm.with_products(self.op, directions, min(self.k + GUARD, self.warm.r))
-        return certified_topk(self.op, directions, self.k, self.tol, start=start, start_products=Qstart, seed=seed,
-                              block=self.block)
+            start, Qstart = self.warm.with_products(self.op, directions, min(self.k + GUARD, self.warm.r), s2)
+        return certified_topk(self.op, directions, self.k, self.tol, start=start, start_products=Qstart, scales=s2,
+                              seed=seed, block=self.block)
 

@@ -191,6 +191,7 @@ def certified_topk(
     krylov_dim: Optional[int] = None,
     start: Optional[Float[Tensor, "n d"]] = None,
     start_products: Optional[Float[Tensor, "n d"]] = None,
+    scales: Optional[Float[Tensor, "n two_d_mlp"]] = None,
     max_restarts: int = 60,
     seed: int = 0,
     block: int = BLOCK,
@@ -200,7 +201,8 @@ def certified_topk(
     ``weights``: ``BilinearWeights`` or a prepared :class:`LayerOperator`; ``start``: one start
     vector per direction (seeded random when ``None``); ``start_products``: ``Q(u_j) start_j`` when
     already known, for unit ``start`` rows (the first step then needs no matvec; see
-    :meth:`~bilinear_lens.atlas.warm.WarmStart.with_products`); ``block``: start vectors per direction
+    :meth:`~bilinear_lens.atlas.warm.WarmStart.with_products`); ``scales``: :meth:`LayerOperator.scales`
+    of ``directions`` when already computed (used as scratch); ``block``: start vectors per direction
     (module docstring). Directions that have not converged after ``max_restarts`` keep their best
     Ritz pairs and are flagged in ``converged``; their ``residuals`` say how far they are.
     """
@@ -218,14 +220,15 @@ def certified_topk(
     p = max(min(k + GUARD, m - b), min(m - b, k + (m - k) // 2))
     generator = torch.Generator().manual_seed(seed)
     V = torch.empty(n, m + b, d, dtype=dtype, device=device)  # rows are written before they are read
-    v0 = torch.randn(n, b, d, generator=generator, dtype=torch.float64).to(V)
+    if start is None or b > 1:
+        v0 = torch.randn(n, b, d, generator=generator, dtype=torch.float64).to(V)
     if start is not None:
-        v0[:, 0] = start.to(V)
+        v0 = start.to(V).unsqueeze(1) if b == 1 else torch.cat([start.to(V).unsqueeze(1), v0[:, 1:]], 1)
     for i in range(b):  # an orthonormal start block: the start vector, then seeded random ones
         V[:, i] = _unit(_orth(v0[:, i], V[:, :i])[0] if i else v0[:, i])
     st = _State(V, torch.empty(n, m, d, dtype=dtype, device=device),
                 torch.zeros(n, m + b, m + b, dtype=torch.float64, device=device),
-                op.scales(directions), torch.arange(n, device=device), b)
+                op.scales(directions) if scales is None else scales, torch.arange(n, device=device), b)
     out = TopK(torch.zeros(n, k, dtype=dtype, device=device), torch.zeros(n, k, d, dtype=dtype, device=device),
                torch.zeros(n, k, dtype=torch.float64), torch.zeros(n, dtype=torch.long),
                torch.zeros(n, dtype=torch.bool))

@@ -93,17 +93,19 @@ class WarmStart(ProjectedInteraction):
         """Start vectors: the sum of each direction's top-``nk`` Ritz vectors in ``span(S)``."""
         return self.coefficients(directions, nk) @ self.S
 
-    def with_products(self, op: Any, directions: Float[Tensor, "n d_model"], nk: int) -> tuple:
+    def with_products(self, op: Any, directions: Float[Tensor, "n d_model"], nk: int,
+                      scales: Optional[Tensor] = None) -> tuple:
         """Unit start vectors ``x = y S`` and their products ``Q(u) x``: the first GEMM of the matvec
         is ``y (S [W_in, W_gate])`` (``r``, not ``d``, rows of work per direction), so the first
         product costs about half a matvec. ``op``: the layer's
-        :class:`~bilinear_lens.atlas.solve.LayerOperator`."""
+        :class:`~bilinear_lens.atlas.solve.LayerOperator`; ``scales``: its ``scales(directions)``
+        when already computed."""
         if self._SWc is None:
             self._SWc = self.S @ op.Wc  # [r, 2 d_mlp]
         y = self.coefficients(directions, nk)
         x = y @ self.S
         norm = x.norm(dim=-1, keepdim=True)
-        Qx = op.backward(y @ self._SWc, op.scales(directions))
+        Qx = op.backward(y @ self._SWc, op.scales(directions) if scales is None else scales)
         return x / norm, Qx / norm
 
 
