@@ -28,7 +28,7 @@ from bilinear_lens.atlas.solve import CERTIFY_TOL, LayerOperator, TopK, fix_sign
 from bilinear_lens.atlas.warm import ProjectedInteraction
 from bilinear_lens.decomposition.interaction import interaction_from_weights
 
-__all__ = ["DENSE_TENSOR_BYTES", "dense_topk"]
+__all__ = ["DENSE_TENSOR_BYTES", "dense_forms", "dense_topk"]
 
 DENSE_TENSOR_BYTES = 256 * 2**20
 """Largest tensor ``[d (d + 1) / 2, min(d_model, d_mlp)]`` built for the dense path; above it each
