@@ -143,7 +143,8 @@ def bench(name: str, w: BilinearWeights, U: torch.Tensor, k: int, args: argparse
     ref_vals, c_ref = reference(w, U[:n_ref], k)
     per_ref = c_ref.cpu / n_ref
     auto = choose_solver(w, k)
-    row = dict(layer=name, d=w.d, d_mlp=w.W_in.shape[1], n=U.shape[0], k=k, n_ref=n_ref, full=full, auto=auto, batch=args.batch,
+    row = dict(layer=name, d=w.d, d_mlp=w.W_in.shape[1], n=U.shape[0], k=k, n_ref=n_ref, full=full, auto=auto,
+               batch=args.batch,
                ref_cpu_s_per_dir=per_ref, ref_wall_s_per_dir=c_ref.wall / n_ref)
     truth = exact_values(w, U, k) if w.d <= 128 else None
     if not args.skip_today:

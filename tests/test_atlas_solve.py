@@ -110,7 +110,8 @@ def test_projected_tensor_is_S_Q_S_transposed():
         # also returns Q(u) x, its first GEMM done in span(S)
         ws = WarmStart(w, S)
         x = ws(U, 3)
-        assert torch.allclose(x @ S.T @ S, x, atol=1e-10) and torch.allclose(x.norm(dim=-1), torch.ones(7, dtype=x.dtype))
+        assert torch.allclose(x @ S.T @ S, x, atol=1e-10)
+        assert torch.allclose(x.norm(dim=-1), torch.ones(7, dtype=x.dtype))
         e, Y = torch.linalg.eigh(S @ _Q(w, U) @ S.T)
         top = e.abs().argsort(-1, descending=True)[:, :3]
         ritz = Y.gather(-1, top.unsqueeze(1).expand(-1, 9, -1)).transpose(1, 2)  # [7, 3, 9]
@@ -123,7 +124,8 @@ def test_projected_tensor_is_S_Q_S_transposed():
 
 def test_choose_solver_by_shape():
     def w(d, dm):
-        return BilinearWeights(torch.zeros(d, dm), torch.zeros(d, dm), torch.zeros(dm, d), torch.zeros(d), False, 0, None)
+        z = torch.zeros
+        return BilinearWeights(z(d, dm), z(d, dm), z(dm, d), z(d), False, 0, None)
 
     assert choose_solver(w(128, 512), 8) == "dense"  # the trained TinyStories layer
     assert choose_solver(w(64, 172), 8) == "dense"  # converted stories260k

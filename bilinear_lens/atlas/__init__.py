@@ -11,5 +11,5 @@ from bilinear_lens.atlas.reader import Atlas
 from bilinear_lens.atlas.solve import CERTIFY_TOL, TopK, certified_topk
 from bilinear_lens.atlas.warm import shared_subspace, subspace_starts
 
-__all__ = ["Atlas", "CERTIFY_TOL", "LayerSolver", "TopK", "build_atlas", "certified_topk", "choose_solver", "dense_topk",
-           "shared_subspace", "subspace_starts"]
+__all__ = ["Atlas", "CERTIFY_TOL", "LayerSolver", "TopK", "build_atlas", "certified_topk", "choose_solver",
+           "dense_topk", "shared_subspace", "subspace_starts"]

@@ -136,8 +136,8 @@ def build_atlas(model: Any, layer: int, out: str, directions: str = "vocab", *, 
     n_shards = -(-len(dirs) // shard)
     identity = dict(model=source or type(model).__name__, weights=weights_digest(weights), layer=weights.layer,
                     directions=directions, n=len(dirs), k=k, tol=tol, top=top, shard=shard, batch=batch,
-                    solver=path, block=block, warm=warm, pilot=pilot, ov=ov, data=str(data) if data else None, rows=rows, ctx=ctx,
-                    contexts=contexts, sae_in=str(sae_in) if sae_in else None)
+                    solver=path, block=block, warm=warm, pilot=pilot, ov=ov, data=str(data) if data else None,
+                    rows=rows, ctx=ctx, contexts=contexts, sae_in=str(sae_in) if sae_in else None)
     run, status = None, "ok"
     if dist.rank == 0:
         try:

@@ -79,8 +79,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--warm", type=int, default=128, help="shared warm-start basis size (0: cold starts)")
     p.add_argument("--solver", default="auto", choices=["auto", "dense", "lanczos"],
                    help="auto: dense eigh for narrow layers, else Lanczos (docs/atlas.md)")
-    p.add_argument("--block", type=int, default=1,
-                   help="start vectors per direction on the Lanczos path (2: near-degenerate pairs are not missed; slower)")
+    p.add_argument("--block", type=int, default=1, help="start vectors per direction on the Lanczos path "
+                   "(2: near-degenerate pairs are not missed; slower)")
     p.add_argument("--ov", action="store_true", help="also decode through each layer-0 head's OV circuit")
     p.add_argument("--resume", action="store_true", help="continue an interrupted atlas in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the atlas in --out")
