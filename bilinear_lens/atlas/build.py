@@ -3,12 +3,14 @@
 Pipeline per shard of directions ``U`` ``[s, d_model]`` (module :mod:`~bilinear_lens.atlas.store`
 for the layout):
 
-1. top-``k`` eigenpairs of every ``Q(u)`` (:func:`~bilinear_lens.atlas.solve.certified_topk`, in
-   batches of ``batch`` directions), each certified by ``||Q v - lambda v|| <= tol |lambda_1|``,
-   warm-started from a shared basis ``S`` (``warm`` vectors: principal directions of the top
-   ``k + GUARD`` eigenvectors of a strided pilot sample of ``pilot`` directions, stored in the run
-   folder, so every process and every resume uses the same one; each start vector is the sum of the
-   direction's top ``k + GUARD`` Ritz vectors in ``span(S)``);
+1. top-``k`` eigenpairs of every ``Q(u)`` (:class:`~bilinear_lens.atlas.auto.LayerSolver`, in
+   batches of ``batch`` directions), each certified by ``||Q v - lambda v|| <= tol |lambda_1|``, on
+   the path ``solver`` picks from the layer's shape (``auto``: dense ``eigh`` for narrow layers,
+   else Lanczos), the Lanczos path warm-started from a shared basis ``S`` (``warm`` vectors:
+   principal directions of the top ``k + GUARD`` eigenvectors of a strided pilot sample of
+   ``pilot`` directions, stored in the run folder, so every process and every resume uses the same
+   one; each start vector is the sum of the direction's top ``k + GUARD`` Ritz vectors in
+   ``span(S)``);
 2. weight-only readings and the spectrum summary (:mod:`~bilinear_lens.atlas.readings`);
 3. with ``data``: top contexts per eigenvector (:mod:`~bilinear_lens.atlas.contexts`).
 
@@ -32,7 +34,9 @@ from bilinear_lens.atlas import store
 from bilinear_lens.atlas.contexts import top_contexts
 from bilinear_lens.atlas.directions import Directions, parse_directions, token_label
 from bilinear_lens.atlas.readings import FrobeniusNorm, read_shard, token_inputs
-from bilinear_lens.atlas.solve import CERTIFY_TOL, GUARD, certified_topk, shared_subspace, subspace_starts
+from bilinear_lens.atlas.auto import SOLVERS, LayerSolver, choose_solver
+from bilinear_lens.atlas.solve import CERTIFY_TOL, GUARD
+from bilinear_lens.atlas.warm import shared_subspace
 from bilinear_lens.decomposition.weights import bilinear_weights
 from bilinear_lens.runs import RunError, check_int, open_run
 
@@ -74,15 +78,12 @@ class _Dist:
         return box[0]
 
 
-def solve_shard(weights: Any, U: torch.Tensor, k: int, tol: float, batch: int, S: Optional[torch.Tensor],
-                seed: int) -> Dict[str, torch.Tensor]:
-    """Certified top-``k`` of every direction in ``U``, in batches (warm-started when ``S`` is given)."""
+def solve_shard(solver: LayerSolver, U: torch.Tensor, batch: int, seed: int) -> Dict[str, torch.Tensor]:
+    """Certified top-``k`` of every direction in ``U``, in batches of ``batch``."""
     parts: Dict[str, List[torch.Tensor]] = {"values": [], "vectors": [], "residuals": [], "matvecs": [],
                                             "converged": []}
     for b0 in range(0, U.shape[0], batch):
-        u = U[b0 : b0 + batch].to(weights.W_in)
-        start = None if S is None else subspace_starts(weights, u, S.to(weights.W_in), min(k + GUARD, S.shape[0]))
-        r = certified_topk(weights, u, k, tol, start=start, seed=seed + b0)
+        r = solver(U[b0 : b0 + batch], seed=seed + b0)
         for name in parts:
             parts[name].append(getattr(r, name).cpu())
     out = {name: torch.cat(v) for name, v in parts.items()}
@@ -94,25 +95,31 @@ def _pilot_subspace(weights: Any, dirs: Directions, k: int, tol: float, batch: i
     """``S`` ``[r, d]`` from the top-``k + GUARD`` eigenvectors of a strided sample of ``pilot`` directions."""
     n = len(dirs)
     idx = torch.linspace(0, n - 1, min(pilot, n)).round().long().unique()
-    res = solve_shard(weights, dirs.vectors[idx], min(k + GUARD, weights.d), tol, batch, None, seed=10_007)
+    solver = LayerSolver(weights, min(k + GUARD, weights.d), tol, "lanczos")
+    res = solve_shard(solver, dirs.vectors[idx], batch, seed=10_007)
     return shared_subspace(res["vectors"].reshape(-1, weights.d).float(), r).to(weights.W_in.dtype)
 
 
 def build_atlas(model: Any, layer: int, out: str, directions: str = "vocab", *, k: int = 8,
                 data: Optional[str] = None, sae_in: Optional[str] = None, device: str = "cpu", batch: int = 256,
                 shard: Optional[int] = None, tol: float = CERTIFY_TOL, top: int = 10, contexts: int = 5,
-                rows: int = 256, ctx: int = 128, warm: int = 64, pilot: int = 128, ov: bool = False,
+                rows: int = 256, ctx: int = 128, warm: int = 128, pilot: int = 128, ov: bool = False,
+                solver: str = "auto", block: int = 1,
                 tokenizer: Any = None, resume: bool = False, overwrite: bool = False, progress: bool = True,
                 source: Optional[str] = None) -> Any:
     """Build (or resume, or verify and return) the atlas of ``model``'s layer ``layer`` in ``out``.
 
-    ``directions``: ``vocab`` | ``tokens:FILE`` | ``sae:DIR`` | ``diff:A,B``. Returns the
+    ``directions``: ``vocab`` | ``tokens:FILE`` | ``sae:DIR`` | ``diff:A,B``; ``solver``: ``auto`` |
+    ``dense`` | ``lanczos`` (:mod:`~bilinear_lens.atlas.auto`; the index records the path taken);
+    ``block``: start vectors per direction on the Lanczos path (2: near-degenerate pairs are not
+    missed, for 17-45% more time; :func:`~bilinear_lens.atlas.solve.certified_topk`). Returns the
     :class:`~bilinear_lens.atlas.reader.Atlas`. See the module docstring and docs/atlas.md.
     """
     from bilinear_lens.atlas.reader import Atlas
 
     for name, v, lo in (("k", k, 1), ("batch", batch, 1), ("top", top, 1), ("contexts", contexts, 1),
-                        ("rows", rows, 1), ("ctx", ctx, 2), ("warm", warm, 0), ("pilot", pilot, 1)):
+                        ("rows", rows, 1), ("ctx", ctx, 2), ("warm", warm, 0), ("pilot", pilot, 1),
+                        ("block", block, 1)):
         check_int(f"--{name}", v, minimum=lo)
     tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
     dist = _Dist(device)
@@ -120,13 +127,17 @@ def build_atlas(model: Any, layer: int, out: str, directions: str = "vocab", *, 
     weights = bilinear_weights(model, layer)
     if k > weights.d:
         raise RunError(f"--k {k} exceeds the interaction matrices' size {weights.d}; use --k <= {weights.d}.")
+    if solver not in SOLVERS:
+        raise RunError(f"--solver {solver!r} is not one of {', '.join(SOLVERS)}; pass one of them.")
+    path = choose_solver(weights, k, solver)
+    warm, block = (warm, block) if path == "lanczos" else (0, 1)  # the dense path needs no start vectors
     dirs = parse_directions(directions, model, tokenizer)
     shard = shard or batch
     n_shards = -(-len(dirs) // shard)
     identity = dict(model=source or type(model).__name__, weights=weights_digest(weights), layer=weights.layer,
                     directions=directions, n=len(dirs), k=k, tol=tol, top=top, shard=shard, batch=batch,
-                    warm=warm, pilot=pilot, ov=ov, data=str(data) if data else None, rows=rows, ctx=ctx,
-                    contexts=contexts, sae_in=str(sae_in) if sae_in else None)
+                    solver=path, block=block, warm=warm, pilot=pilot, ov=ov, data=str(data) if data else None,
+                    rows=rows, ctx=ctx, contexts=contexts, sae_in=str(sae_in) if sae_in else None)
     run, status = None, "ok"
     if dist.rank == 0:
         try:
@@ -172,6 +183,7 @@ def _compute(model: Any, weights: Any, dirs: Directions, root: Path, run: Any, d
     todo = [i for i in range(n_shards) if i % dist.world == dist.rank and not store.shard_done(root, i)]
     if not todo:
         return
+    solver = LayerSolver(weights, k, tol, cfg["solver"], S, cfg["block"])
     tokens = _context_rows(data, tokenizer, cfg["rows"], min(cfg["ctx"], model.cfg.n_ctx)) if data else None
     decoder = _sae_decoder(sae_in) if sae_in else None
     inputs = token_inputs(model, weights.layer, weights, ov=cfg["ov"]) if hasattr(model, "W_E") else {}
@@ -182,7 +194,7 @@ def _compute(model: Any, weights: Any, dirs: Directions, root: Path, run: Any, d
     for i in todo:
         start, stop = i * shard, min((i + 1) * shard, len(dirs))
         U = dirs.vectors[start:stop]
-        t = solve_shard(weights, U, k, tol, batch, S, seed=start)
+        t = solve_shard(solver, U, batch, seed=start)
         t["directions"] = U.to(t["values"]).cpu()
         t.update(read_shard(model, weights, U.to(weights.W_in), t["vectors"].to(weights.W_in),
                             t["values"].to(weights.W_in), inputs, fro, cfg["top"], decoder))

@@ -1,8 +1,8 @@
 """``bilinear-lens atlas``: the eigenvector atlas of one layer (see docs/atlas.md).
 
     bilinear-lens atlas --model SRC --layer L --out DIR [--directions vocab|tokens:FILE|sae:DIR|diff:A,B]
-        [--k 8] [--data TEXT] [--sae-in DIR] [--device cpu|cuda] [--batch N] [--resume|--overwrite]
-        [--no-progress]
+        [--k 8] [--data TEXT] [--sae-in DIR] [--device cpu|cuda] [--batch N] [--solver auto|dense|lanczos] [--block 1]
+        [--resume|--overwrite] [--no-progress]
 
 ``SRC`` is a model folder (``bilinear-lens train-lm``, ``save_pretrained``, a Llama folder, a folder in
 the authors' published format) or a name that ``from_pretrained`` / ``boot_transformers`` knows. On
@@ -81,6 +81,7 @@ def _run(args: argparse.Namespace) -> int:
     atlas = build_atlas(model, args.layer, args.out, args.directions, k=args.k, data=args.data,
                         sae_in=args.sae_in, device=args.device, batch=args.batch, shard=args.shard,
                         top=args.top, contexts=args.contexts, rows=args.rows, warm=args.warm, ov=args.ov,
+                        solver=args.solver, block=args.block,
                         tokenizer=tokenizer, resume=args.resume, overwrite=args.overwrite,
                         progress=not args.no_progress, source=args.model)
     res = atlas.residuals()
@@ -105,7 +106,11 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--batch", type=int, default=256, help="directions per solver batch")
     p.add_argument("--shard", type=int, default=None, help="directions per shard (default: --batch)")
     p.add_argument("--top", type=int, default=10, help="tokens / features kept per reading")
-    p.add_argument("--warm", type=int, default=64, help="shared warm-start basis size (0: cold starts)")
+    p.add_argument("--warm", type=int, default=128, help="shared warm-start basis size (0: cold starts)")
+    p.add_argument("--solver", default="auto", choices=["auto", "dense", "lanczos"],
+                   help="auto: dense eigh for narrow layers, else Lanczos (docs/atlas.md)")
+    p.add_argument("--block", type=int, default=1, help="start vectors per direction on the Lanczos path "
+                   "(2: near-degenerate pairs are not missed; slower)")
     p.add_argument("--ov", action="store_true", help="also decode through each layer-0 head's OV circuit")
     p.add_argument("--resume", action="store_true", help="continue an interrupted atlas in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the atlas in --out")

@@ -58,9 +58,22 @@ def _dense(model, layer, u):
     return Q, e.gather(-1, order), v.gather(-1, order.unsqueeze(1).expand_as(v)).transpose(1, 2)
 
 
-def test_eigenpairs_equal_dense_eigh_truncated(setup):
+@pytest.fixture(scope="module")
+def lanczos_atlas(setup):
+    """The same layer's atlas forced onto the Lanczos path (warm-started, band of 2), no contexts."""
+    root, model, tokenizer, _, _ = setup
+    return build_atlas(model, 1, str(root / "atlas_lanczos"), k=4, batch=16, warm=8, solver="lanczos", block=2,
+                       tokenizer=tokenizer, progress=False, source="tiny")
+
+
+@pytest.mark.parametrize("path", ["auto", "lanczos"])
+def test_eigenpairs_equal_dense_eigh_truncated(setup, lanczos_atlas, path):
     _, model, _, _, atlas = setup
     from bilinear_lens import eigendecompose
+
+    if path == "lanczos":
+        atlas = lanczos_atlas
+    assert atlas.index["solver"] == ("dense" if path == "auto" else "lanczos")  # d_model 32: dense is cheaper
 
     idx = list(range(0, len(atlas), 7))
     eig = atlas.eigen(idx)
@@ -81,6 +94,19 @@ def test_eigenpairs_equal_dense_eigh_truncated(setup):
     r = (torch.einsum("nij,nkj->nki", Q, V) - eig.values.double().unsqueeze(-1) * V).norm(dim=-1)
     assert (r / e[:, :1].abs()).max() <= 1e-4 * 1.01
     assert atlas.residuals().max() <= 1e-4
+
+
+def test_dense_and_lanczos_atlases_agree(setup, lanczos_atlas):
+    _, _, _, _, dense = setup
+    assert dense.index["solver"] == "dense" and dense.index["warm"] == 0 and lanczos_atlas.index["block"] == 2
+    a, b = dense.eigen(list(range(len(dense)))), lanczos_atlas.eigen(list(range(len(dense))))
+    assert torch.allclose(a.values, b.values, rtol=1e-5, atol=1e-7 * float(a.values.abs().max()))
+    _, e, _ = _dense(setup[1], 1, a.directions)  # the whole spectrum: gaps to both neighbours
+    gaps = (e[:, :-1].abs() - e[:, 1:].abs()) / e[:, :1].abs()
+    sep = torch.minimum(torch.cat([torch.ones_like(gaps[:, :1]), gaps[:, :3]], 1), gaps[:, :4]) > 1e-2
+    assert sep.sum() > sep.numel() // 2
+    assert (a.vectors * b.vectors).sum(-1).abs()[sep].min() > 0.9999
+    assert dense.residuals().max() <= 1e-4 and lanczos_atlas.residuals().max() <= 1e-4
 
 
 def test_solver_float64_matches_and_counts(setup):
@@ -171,7 +197,8 @@ def _shards(root):
 @pytest.fixture(scope="module")
 def reference_run(setup):
     root = setup[0]
-    args = ["--model", str(root / "model"), "--layer", "0", "--k", "3", "--batch", "16", "--warm", "8", "--top", "5"]
+    args = ["--model", str(root / "model"), "--layer", "0", "--k", "3", "--batch", "16", "--warm", "8", "--top", "5",
+            "--solver", "lanczos"]  # the path with state: the warm-start basis
     ref = root / "ref"
     res = _cli([*args, "--out", str(ref)])
     assert res.returncode == 0, res.stderr[-2000:]
