@@ -17,59 +17,51 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-import torch
+from bilinear_lens.config import Config, RunOptions, add_arguments, from_args, nested, option
+
+__all__ = ["ImportModelCommand", "ImportSAECommand", "add_commands", "import_model", "import_sae"]
+
+@dataclass
+class ImportModelCommand(Config):
+    """``import-model``: an authors'-format model -> a plain Hugging Face Llama folder."""
+
+    source: Optional[str] = option(None, "authors'-format folder or Hub repo id (tdooms/ts-medium)", required=True,
+                                   positional=True)
+    scale_attn: Optional[bool] = option(None, "override the config's scale_attn (absent = true): fold "
+                                        "1/sqrt(2 n_layer) into o_proj")
+    tokenizer: Optional[str] = option(None, "tokenizer folder (default: the model's, or its Hub repo)")
+    run: RunOptions = nested(RunOptions, identity=False)
 
 
+@dataclass
+class ImportSAECommand(Config):
+    """``import-sae``: an authors' SAE -> a SAELens folder."""
 
-def _bool(text: str) -> bool:
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    source: Optional[str] = option(None, "authors' SAE folder or repo_id/subfolder", required=True, positional=True)
+    model: Optional[str] = option(None, "the model (folder or repo id): attn-out SAEs need its scale")
+    attn_scale: Optional[float] = option(None, "attn-out SAEs: the folded scale s", minimum=0, inclusive=(False, True))
+    run: RunOptions = nested(RunOptions, identity=False)
 
 
 def add_commands(subparsers: Any) -> None:
-    p = subparsers.add_parser("import-model", help="the authors' published model as a plain HF Llama folder",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", metavar="SRC", help="authors'-format folder or Hub repo id (tdooms/ts-medium)")
-    p.add_argument("--out", required=True, help="output folder (the Llama folder, plus run.json and import.json)")
-    p.add_argument("--scale-attn", type=_bool, default=None, metavar="true|false",
-                   help="override the config's scale_attn (absent = true): fold 1/sqrt(2 n_layer) into o_proj")
-    p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model's, or its Hub repo)")
-    p.add_argument("--resume", action="store_true", help="verify and report a finished import in --out")
-    p.add_argument("--overwrite", action="store_true", help="replace the import in --out")
-    p.set_defaults(func=handle_import_model)
-
-    s = subparsers.add_parser("import-sae", help="an authors' published SAE as a SAELens folder",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("source", metavar="SRC", help="authors' SAE folder or repo_id/subfolder")
-    s.add_argument("--out", required=True, help="output folder (SAELens cfg.json + sae_weights.safetensors)")
-    s.add_argument("--model", default=None, help="the model (folder or repo id): attn-out SAEs need its scale")
-    s.add_argument("--attn-scale", type=float, default=None, help="attn-out SAEs: the folded scale s")
-    s.add_argument("--resume", action="store_true", help="verify and report a finished import in --out")
-    s.add_argument("--overwrite", action="store_true", help="replace the import in --out")
-    s.set_defaults(func=handle_import_sae)
+    for name, cls, text, handler in (
+            ("import-model", ImportModelCommand, "the authors' published model as a plain HF Llama folder",
+             handle_import_model),
+            ("import-sae", ImportSAECommand, "an authors' published SAE as a SAELens folder", handle_import_sae)):
+        p = subparsers.add_parser(name, help=text, description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_arguments(p, cls)
+        p.set_defaults(func=handler)
 
 
 def _sha256(path: Path) -> str:
     from bilinear_lens.runs.folder import file_digest
 
     return file_digest(path)
-
-
-def _move_in(tmp: Path, run: Any) -> None:
-    """Move every file of ``tmp`` into the run folder (each rename atomic), then drop ``tmp``."""
-    mask = os.umask(0)
-    os.umask(mask)
-    for f in sorted(tmp.iterdir()):
-        os.chmod(f, 0o666 & ~mask)  # ordinary files (some writers make them owner-only)
-        os.replace(f, run.file(f.name))
-    tmp.rmdir()
 
 
 def _tokenizer(src: Path, key: Optional[str], override: Optional[str]) -> Any:
@@ -82,6 +74,7 @@ def _tokenizer(src: Path, key: Optional[str], override: Optional[str]) -> Any:
 
 def _self_check(folder: Path, reference: Any, vocab: int) -> float:
     """max |log-prob difference| of plain ``AutoModelForCausalLM.from_pretrained(folder)`` vs ``reference``."""
+    import torch
     from transformers import AutoModelForCausalLM
 
     ids = torch.randint(0, vocab, (1, min(16, reference.config.max_position_embeddings)),
@@ -123,7 +116,7 @@ def import_model(source: str, out: str, scale_attn: Optional[bool] = None, token
         summary = {"source": str(source), **model.published.to_dict(), "tokenizer_saved": tok is not None,
                    "max_abs_logprob_diff_reload": err, "layers": acfg.n_layer, "d_model": acfg.d_model}
         (tmp / "import.json").write_text(json.dumps(summary, indent=1))
-        _move_in(tmp, run)
+        run.move_in(tmp)
         run.finish()
     return summary
 
@@ -156,18 +149,23 @@ def import_sae(source: str, out: str, model: Optional[str] = None, attn_scale: O
                    "d_sae": sae.cfg.d_sae, "k": sae.cfg.k, "architecture": sae.cfg.architecture(),
                    "attn_scale": sae.cfg.metadata.attn_scale}
         (tmp / "import.json").write_text(json.dumps(summary, indent=1))
-        _move_in(tmp, run)
+        run.move_in(tmp)
         run.finish()
     return summary
 
 
 def handle_import_model(args: argparse.Namespace) -> int:
-    summary = import_model(args.source, args.out, args.scale_attn, args.tokenizer, args.resume, args.overwrite)
+    cfg = from_args(ImportModelCommand, args).check()
+    with cfg.run.torch_threads():
+        summary = import_model(cfg.source, cfg.run.out, cfg.scale_attn, cfg.tokenizer, cfg.run.resume,
+                               cfg.run.overwrite)
     print(json.dumps(summary, indent=1))
     return 0
 
 
 def handle_import_sae(args: argparse.Namespace) -> int:
-    summary = import_sae(args.source, args.out, args.model, args.attn_scale, args.resume, args.overwrite)
+    cfg = from_args(ImportSAECommand, args).check()
+    with cfg.run.torch_threads():
+        summary = import_sae(cfg.source, cfg.run.out, cfg.model, cfg.attn_scale, cfg.run.resume, cfg.run.overwrite)
     print(json.dumps(summary, indent=1))
     return 0

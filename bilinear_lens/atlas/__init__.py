@@ -1,15 +1,19 @@
 """The eigenvector atlas: every output direction of a layer decomposed once, and a browser for it.
 
 ``build_atlas`` (:mod:`.build`) writes a resumable, sharded atlas folder; ``Atlas`` (:mod:`.reader`)
-reads it lazily; ``DIR/index.html`` browses it from disk (:mod:`.page`). See docs/atlas.md.
+reads it lazily; ``DIR/index.html`` browses it from disk (:mod:`.page`); :mod:`.config` holds the settings
+(``AtlasConfig``, the ``atlas`` command's flags). See docs/atlas.md.
 """
 
-from bilinear_lens.atlas.auto import LayerSolver, choose_solver
-from bilinear_lens.atlas.build import build_atlas
-from bilinear_lens.atlas.dense import dense_topk
-from bilinear_lens.atlas.reader import Atlas
-from bilinear_lens.atlas.solve import CERTIFY_TOL, TopK, certified_topk
-from bilinear_lens.atlas.warm import shared_subspace, subspace_starts
+from bilinear_lens._lazy import lazy_getattr
 
-__all__ = ["Atlas", "CERTIFY_TOL", "LayerSolver", "TopK", "build_atlas", "certified_topk", "choose_solver",
-           "dense_topk", "shared_subspace", "subspace_starts"]
+_LAZY = {
+    **{name: "bilinear_lens.atlas.config" for name in ("AtlasCommand", "AtlasConfig", "CERTIFY_TOL", "SOLVERS")},
+    **{name: "bilinear_lens.atlas.auto" for name in ("LayerSolver", "choose_solver")},
+    "build_atlas": "bilinear_lens.atlas.build", "dense_topk": "bilinear_lens.atlas.dense",
+    "Atlas": "bilinear_lens.atlas.reader",
+    **{name: "bilinear_lens.atlas.solve" for name in ("TopK", "certified_topk")},
+    **{name: "bilinear_lens.atlas.warm" for name in ("shared_subspace", "subspace_starts")},
+}
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
+__all__ = sorted(_LAZY)

@@ -25,6 +25,7 @@ from typing import Optional
 from jaxtyping import Float
 from torch import Tensor
 
+from bilinear_lens.atlas.config import SOLVERS
 from bilinear_lens.atlas.dense import dense_forms, dense_topk
 from bilinear_lens.atlas.solve import CERTIFY_TOL, GUARD, LayerOperator, TopK, certified_topk
 from bilinear_lens.atlas.warm import WarmStart
@@ -32,7 +33,6 @@ from bilinear_lens.decomposition.weights import BilinearWeights
 
 __all__ = ["DENSE_FACTOR", "SOLVERS", "LayerSolver", "choose_solver"]
 
-SOLVERS = ("auto", "dense", "lanczos")
 DENSE_FACTOR = 3
 
 

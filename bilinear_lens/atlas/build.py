@@ -34,11 +34,12 @@ from bilinear_lens.atlas import store
 from bilinear_lens.atlas.contexts import top_contexts
 from bilinear_lens.atlas.directions import Directions, parse_directions, token_label
 from bilinear_lens.atlas.readings import FrobeniusNorm, read_shard, token_inputs
-from bilinear_lens.atlas.auto import SOLVERS, LayerSolver, choose_solver
-from bilinear_lens.atlas.solve import CERTIFY_TOL, GUARD
+from bilinear_lens.atlas.auto import LayerSolver, choose_solver
+from bilinear_lens.atlas.config import CERTIFY_TOL, AtlasConfig
+from bilinear_lens.atlas.solve import GUARD
 from bilinear_lens.atlas.warm import shared_subspace
 from bilinear_lens.decomposition.weights import bilinear_weights
-from bilinear_lens.runs import RunError, check_int, open_run
+from bilinear_lens.runs import RunError, open_run
 
 FAIL_ENV = "BILINEAR_LENS_ATLAS_KILL_AT"
 """Testing hook: ``"SHARD"`` kills the process (SIGKILL) half-way through that shard."""
@@ -117,18 +118,15 @@ def build_atlas(model: Any, layer: int, out: str, directions: str = "vocab", *, 
     """
     from bilinear_lens.atlas.reader import Atlas
 
-    for name, v, lo in (("k", k, 1), ("batch", batch, 1), ("top", top, 1), ("contexts", contexts, 1),
-                        ("rows", rows, 1), ("ctx", ctx, 2), ("warm", warm, 0), ("pilot", pilot, 1),
-                        ("block", block, 1)):
-        check_int(f"--{name}", v, minimum=lo)
+    AtlasConfig(directions=directions, k=k, data=data, rows=rows, contexts=contexts, sae_in=sae_in, device=device,
+                batch=batch, shard=shard, top=top, warm=warm, solver=solver, block=block, ov=ov, tol=tol, ctx=ctx,
+                pilot=pilot).check()  # one-line errors naming the flag
     tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
     dist = _Dist(device)
     model = model.to(device).eval() if hasattr(model, "to") else model
     weights = bilinear_weights(model, layer)
     if k > weights.d:
         raise RunError(f"--k {k} exceeds the interaction matrices' size {weights.d}; use --k <= {weights.d}.")
-    if solver not in SOLVERS:
-        raise RunError(f"--solver {solver!r} is not one of {', '.join(SOLVERS)}; pass one of them.")
     path = choose_solver(weights, k, solver)
     warm, block = (warm, block) if path == "lanczos" else (0, 1)  # the dense path needs no start vectors
     dirs = parse_directions(directions, model, tokenizer)

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional
 
-import torch
 from torch import Tensor
 
 from bilinear_lens.runs import RunError

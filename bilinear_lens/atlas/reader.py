@@ -23,7 +23,6 @@ from torch import Tensor
 
 from bilinear_lens.atlas import store
 from bilinear_lens.decomposition.eigen import Eigendecomposition
-from bilinear_lens.runs import RunError
 
 RANK_KEYS = ("low_rank", "lambda1", "energy", "fro")
 

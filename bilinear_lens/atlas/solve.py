@@ -43,6 +43,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from bilinear_lens.atlas.config import CERTIFY_TOL
 from bilinear_lens.decomposition.interaction import output_scales
 from bilinear_lens.decomposition.weights import BilinearWeights
 
@@ -58,8 +59,6 @@ GUARD, GUARD_TOL = 4, 1e-3
 residual estimates ``<= GUARD_TOL |lambda_1|``: certified pairs alone do not prove that no larger
 ``|lambda|`` is missing, and a space that has resolved the spectrum beyond ``lambda_k`` rarely misses one."""
 
-CERTIFY_TOL = 1e-4
-"""Default certificate: ``||Q v - lambda v|| <= 1e-4 |lambda_1|`` in the full space."""
 
 
 @dataclass

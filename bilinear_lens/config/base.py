@@ -21,7 +21,7 @@ __all__ = ["C", "Config", "fields_of", "flag_name", "nested", "option"]
 def option(default: Any = _MISSING, help: str = "", *, minimum: Optional[float] = None,
            maximum: Optional[float] = None, inclusive: Union[bool, Tuple[bool, bool]] = True,
            choices: Optional[Sequence[Any]] = None, identity: bool = True, cli: bool = True,
-           path: bool = False, aliases: Sequence[str] = (), required: bool = False,
+           path: bool = False, aliases: Sequence[str] = (), required: bool = False, positional: bool = False,
            default_factory: Any = _MISSING) -> Any:
     """A dataclass field with its command-line and validation declaration.
 
@@ -30,11 +30,12 @@ def option(default: Any = _MISSING, help: str = "", *, minimum: Optional[float] 
     ``--threads``); ``cli=False``: no command-line flag (settings for tests or the Python API);
     ``path=True``: an existing path is recorded resolved in the identity; ``aliases``: older flag names
     still accepted (hidden from ``--help``); ``required=True``: ``None`` is refused (and the flag is
-    required) although the field has a default.
+    required) although the field has a default; ``positional=True``: a positional argument, not a flag.
     """
     meta = {"help": help, "minimum": minimum, "maximum": maximum, "inclusive": inclusive,
             "choices": tuple(choices) if choices is not None else None, "identity": identity, "cli": cli,
-            "path": path, "aliases": tuple(aliases), "required": required}
+            "path": path, "aliases": tuple(aliases), "required": required,
+            "positional": positional}
     if default_factory is not _MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)

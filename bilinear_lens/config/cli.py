@@ -25,7 +25,9 @@ def _argument(parser: argparse.ArgumentParser, f: dataclasses.Field, tp: Any, de
     text = meta.get("help", "")
     names = [flag, *meta.get("aliases", ()), *aliases]
     kw: Dict[str, Any] = {"dest": f.name}
-    if base is bool:
+    if base is bool and default is None:  # three states: unset, true, false
+        kw.update(type=_true_or_false, metavar="true|false")
+    elif base is bool:
         if default is True:
             names[0] = flag_name("no_" + f.name)
             kw.update(action="store_false", help=text or f"turn off {f.name}")
@@ -42,7 +44,7 @@ def _argument(parser: argparse.ArgumentParser, f: dataclasses.Field, tp: Any, de
                   f"{[a for a in typing.get_args(base) if a is not Ellipsis][0].__name__.upper()},...")
     elif origin is tuple:
         kw.update(nargs=len(typing.get_args(base)), type=typing.get_args(base)[0])
-    else:
+    elif base is not bool:
         kw.update(type=base)
     if meta.get("choices") is not None:
         kw["choices"] = list(meta["choices"])
@@ -53,9 +55,22 @@ def _argument(parser: argparse.ArgumentParser, f: dataclasses.Field, tp: Any, de
         shown = ",".join(map(str, default)) if isinstance(default, (tuple, list)) else default
         if default is not None:
             text = f"{text} (default: {shown})" if text else f"default: {shown}"
+    if meta.get("positional"):  # ``bilinear-lens import-model SRC``
+        kw.pop("dest")
+        kw.pop("required", None)
+        parser.add_argument(f.name, help=text.replace("%", "%%"), metavar=f.name.upper(), **kw)
+        return
     parser.add_argument(names[0], help=text.replace("%", "%%"), **kw)
     for alias in names[1:]:
         parser.add_argument(alias, help=argparse.SUPPRESS, **{k: v for k, v in kw.items() if k != "required"})
+
+
+def _true_or_false(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: Type[Config], *, exclude: Sequence[str] = (),

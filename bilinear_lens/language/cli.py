@@ -21,7 +21,7 @@ OLD_FLAGS = {"batch_size": ("--batch",)}  # renamed flags still accepted (the fi
 
 
 def add_commands(subparsers: Any) -> None:
-    from bilinear_lens.language.train import LMTrainConfig
+    from bilinear_lens.language.config import LMTrainConfig
 
     p = subparsers.add_parser(
         "train-lm", help="train a bilinear (or SwiGLU) transformer language model",
@@ -35,7 +35,8 @@ def add_commands(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bilinear_lens.language.train import LMTrainConfig, train_lm
+    from bilinear_lens.language.config import LMTrainConfig
+    from bilinear_lens.language.train import train_lm
 
     result = train_lm(from_args(LMTrainConfig, args))
     if int(os.environ.get("RANK", "0")) == 0:

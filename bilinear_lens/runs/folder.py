@@ -192,6 +192,18 @@ class RunFolder:
         """Context manager: a temporary folder that replaces ``path / name`` on success."""
         return atomic_dir(self.file(name))
 
+    def move_in(self, tmp: Path, last: Sequence[str] = ()) -> None:
+        """Move every file of ``tmp`` (a ``.bl-tmp-*`` folder inside the run, where a result was built) to the top
+        of the run, each rename atomic, ``last`` names after the others (e.g. ``index.html``), as ordinary files
+        (mode ``0o666`` minus the umask); then remove ``tmp``."""
+        mask = os.umask(0)
+        os.umask(mask)
+        for f in sorted(tmp.iterdir(), key=lambda p: (p.name in last, last.index(p.name) if p.name in last else 0,
+                                                      p.name)):
+            os.chmod(f, 0o666 & ~mask)  # some writers make owner-only files
+            os.replace(f, self.file(f.name))
+        tmp.rmdir()
+
     def save_state(self, name: str, obj: Any) -> None:
         """An object-free checkpoint ``name.safetensors`` + ``name.json``; counts as a checkpoint."""
         save_state(self.file(name), obj)

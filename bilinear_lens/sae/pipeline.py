@@ -8,7 +8,6 @@ run is then marked finished (files verified on ``--resume``).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -100,9 +99,7 @@ def run_compare(model: Any, sae_in: Any, sae_out: Any, tokens: Int[Tensor, "n_ro
         tmp = temp_sibling(run.file("report"))
         tmp.mkdir()
         metrics = _analyse(model, sae_in, sae_out, tokens, tmp, cfg, tokenizer, info)
-        for f in sorted(tmp.iterdir(), key=lambda p: (p.name == "index.html", p.name == "metrics.json")):
-            os.replace(f, run.file(f.name))
-        tmp.rmdir()
+        run.move_in(tmp, last=("metrics.json", "index.html"))
         run.finish()
     return metrics
 

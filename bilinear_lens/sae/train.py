@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
@@ -189,9 +188,7 @@ def _save_final(run: RunFolder, trainer: Any) -> None:
     tmp = temp_sibling(run.file("final"))
     trainer.sae.save_inference_model(str(tmp))
     save_tensors(tmp / "sparsity.safetensors", {"sparsity": trainer.log_feature_sparsity.detach().cpu()})
-    for f in sorted(tmp.iterdir()):
-        os.replace(f, run.file(f.name))
-    tmp.rmdir()
+    run.move_in(tmp)
 
 
 def train_sae(

@@ -32,6 +32,14 @@ def test_help_and_mnist_help_import_nothing_heavy():
     assert _imports_after(code) == []
 
 
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_every_command_help_imports_nothing_heavy(command):
+    """Options come from light config modules; torch and the models load only when a command runs."""
+    code = (f"from bilinear_lens.cli import build_parser\np = build_parser(['{command}', '--help'])\n"
+            f"assert '--out' in p._subparsers._group_actions[0].choices['{command}'].format_help()")
+    assert _imports_after(code) == []
+
+
 def test_plugin_still_registers_when_transformer_lens_is_imported():
     code = "import bilinear_lens\nfrom transformer_lens import HookedTransformer\n" \
            "from bilinear_lens.registration import is_registered\nassert is_registered()"
