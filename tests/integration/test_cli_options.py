@@ -19,7 +19,7 @@ BAD = {
                 ("--lr", "inf"), ("--weight-decay", "-1"), ("--warmup", "-5"), ("--min-lr-ratio", "2"),
                 ("--anneal-frac", "-0.1"), ("--grad-clip", "-1"), ("--seed", "-1"), ("--first-n-layers", "0"),
                 ("--first-n-layers", "99"), ("--train-limit", "0"), ("--eval-every", "-1"),
-                ("--checkpoint-every", "0"), ("--threads", "-1"), ("--distill", "1.0"), ("--distill", "-0.5")],
+                ("--checkpoint-every", "0"), ("--threads", "-1"), ("--distill", "1.5"), ("--distill", "-0.5")],
     "train-sae": [("--layer", "-1"), ("--layer", "99"), ("--k", "0"), ("--expansion", "0"),
                   ("--training-tokens", "0"), ("--training-tokens", "64"), ("--context-size", "1"),
                   ("--context-size", "0"), ("--batch-size-tokens", "0"), ("--lr", "0"), ("--lr", "nan"),
