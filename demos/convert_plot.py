@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from bilinear_lens.reports.figures import save_figure  # noqa: E402
 
 
 def main() -> None:
@@ -24,6 +25,7 @@ def main() -> None:
     args = ap.parse_args()
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     ax2 = ax.twinx()
+    finals = {}
     for run in args.runs:
         m = json.loads((Path(run) / "metrics.json").read_text())
         h = m["history"]
@@ -35,8 +37,11 @@ def main() -> None:
         vt = [0.0] + [r["tokens"] / 1e6 for r in h if "val_loss" in r] + [m["tokens"] / 1e6]
         vl = [m["val_loss_start"]] + [r["val_loss"] for r in h if "val_loss" in r] + [m["val_loss_final"]]
         ax.plot(vt, vl, "o-", color=line.get_color(), label=f"{m['mode']}: validation")
+        finals[m["mode"]] = m["val_loss_final"]
         if m["mode"] == "bilinear":
-            ax2.plot(tok, [r["beta"] for r in h], "k:", lw=1, label="beta")
+            ax2.plot(tok, [r["beta"] for r in h], "k:", lw=1, label="beta (right axis)")
+            ax.annotate(f"plain swap: {m['val_loss_start']:.2f} (off the chart)", xy=(0, 1.0), xycoords="axes fraction",
+                        xytext=(6, -12), textcoords="offset points", fontsize=7, color=line.get_color())
         orig = m["val_loss_original"]
     ax.axhline(orig, color="gray", lw=0.8, ls="--", label=f"original SwiGLU ({orig:.3f})")
     ax.set_ylim(orig - 0.1, orig + 0.6)
@@ -44,13 +49,14 @@ def main() -> None:
     ax.set_ylabel("loss (nats/token)")
     ax2.set_ylabel("beta")
     ax2.set_ylim(0, 1.05)
-    ax.legend(fontsize=7, loc="upper right")
-    ax.set_title("stories260k: SwiGLU -> bilinear by annealing the gate")
-    fig.tight_layout()
-    tmp = f"{args.out}.tmp.png"
-    fig.savefig(tmp)
-    os.replace(tmp, args.out)
-    print(args.out)
+    lines, labels = ax.get_legend_handles_labels()
+    lines2, labels2 = ax2.get_legend_handles_labels()
+    ax.legend(lines + lines2, labels + labels2, fontsize=7, loc="upper right")
+    title = "stories260k: SwiGLU -> bilinear by annealing the gate"
+    if {"bilinear", "baseline"} <= finals.keys():
+        title += f"\nfinal validation gap {finals['bilinear'] - finals['baseline']:+.3f} nats"
+    ax.set_title(title, fontsize=10)
+    print(save_figure(fig, args.out, dpi=110))
 
 
 if __name__ == "__main__":
