@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-DATA = Path("/work/shared/data/tinystories")
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinystories"
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
