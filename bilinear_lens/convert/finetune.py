@@ -31,8 +31,8 @@ from bilinear_lens.convert.swap import (check_convertible, convert_to_bilinear, 
 from bilinear_lens.runs import RunError, check_int, check_out_path, require_finite
 from bilinear_lens.text.batches import Batch, TokenBlocks, padded_batches
 from bilinear_lens.text.sources import read_texts
-from bilinear_lens.text.tokens import blocks_of, encode
-from bilinear_lens.training.checkpoint import Counter, export_model
+from bilinear_lens.text.tokens import blocks_of, encode, tokenize_stories
+from bilinear_lens.training.checkpoint import Counter, check_fsdp_setting, export_model
 from bilinear_lens.training.loop import Job, steps_for_tokens, to_device, train
 from bilinear_lens.training.losses import validation_loss
 from bilinear_lens.training.optim import freeze_biases
@@ -114,7 +114,7 @@ def _data(cfg: ConvertConfig, tokenizer: Any, n_ctx: int, n_processes: int) -> T
     """Training blocks (in the run's order) and the validation batches (DATA.md's protocol: the first
     ``val_stories`` stories, each alone as ``[BOS] + tokens``, cut to ``val_max_len``)."""
     texts = read_texts(cfg.data, text_field=cfg.text_field, limit=cfg.train_limit)
-    stream = torch.tensor([t for story in encode(texts, tokenizer) for t in story], dtype=torch.long)
+    stream = tokenize_stories(texts, tokenizer)
     if stream.numel() < cfg.seq_len:
         raise ValueError(f"the dataset is too small: {stream.numel()} tokens make no block of seq_len="
                          f"{cfg.seq_len} tokens")
@@ -155,9 +155,7 @@ def run_convert(cfg: ConvertConfig, model: Any = None, tokenizer: Any = None) ->
         with procs.open_run(cfg.run.out, KIND, cfg.identity(), resume=cfg.run.resume, overwrite=cfg.run.overwrite,
                             owned=OWNED, inputs=inputs, version=VERSION) as shared:
             if shared.finished is not None:
-                if bool(shared.finished.get("sharded")) != cfg.loop.fsdp:
-                    raise ValueError(f"{cfg.run.out}/checkpoint was written {'with' if not cfg.loop.fsdp else 'without'}"
-                                     " --fsdp; resume with the same setting")
+                check_fsdp_setting(shared.finished.get("sharded"), cfg.loop.fsdp, f"{cfg.run.out}/checkpoint")
                 return shared.finished
             return _convert(cfg, procs, shared, model, tokenizer, data, val)
 
@@ -184,10 +182,9 @@ def _convert(cfg: ConvertConfig, procs: Processes, shared: Any, model: Any, toke
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
         if cfg.loop.bf16:  # the frozen teacher only runs under bf16 autocast: keep it in bf16 (half the bytes)
             teacher.to(torch.bfloat16)
-    freeze_biases(model)
     if not cfg.baseline:
         swap_to_annealed(model, beta=1.0)
-        freeze_biases(model)
+    freeze_biases(model)
     beta_at = BetaSchedule(total, cfg.anneal.anneal_frac, cfg.anneal.beta_schedule)
     final_beta = 1.0 if cfg.baseline else 0.0
 

@@ -33,7 +33,7 @@ from bilinear_lens.runs import RunError, RunFolder, load_state, rng_state, set_r
 
 STATE = "checkpoint/state"
 
-__all__ = ["Counter", "STATE", "export_model", "load_checkpoint", "save_checkpoint"]
+__all__ = ["Counter", "STATE", "check_fsdp_setting", "export_model", "load_checkpoint", "save_checkpoint"]
 
 
 class Counter:
@@ -80,13 +80,18 @@ def save_checkpoint(procs: Any, run: Optional[RunFolder], raw: Any, model: Any, 
     procs.wait()
 
 
+def check_fsdp_setting(recorded: Any, fsdp: bool, where: str) -> None:
+    """Refuse to continue (or return) a run written with the other ``--fsdp`` setting."""
+    if bool(recorded) != fsdp:
+        raise ValueError(f"{where} was written {'with' if not fsdp else 'without'} --fsdp; resume with the same "
+                         "setting")
+
+
 def _check(state: Any, where: str, fsdp: bool) -> Dict[str, Any]:
     if not isinstance(state, dict) or not {"model", "optimizer", "rng", "counter", "fsdp"} <= set(state):
         raise RunError(f"{where}.json is not a bilinear-lens training checkpoint; it is corrupt: restart the run "
                        "with --overwrite.")
-    if bool(state["fsdp"]) != fsdp:
-        raise ValueError(f"{where} was written {'with' if not fsdp else 'without'} --fsdp; resume with the same "
-                         "setting")
+    check_fsdp_setting(state["fsdp"], fsdp, where)
     return state
 
 

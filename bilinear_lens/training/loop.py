@@ -34,7 +34,7 @@ from bilinear_lens.text.batches import Batch, TokenBlocks
 from bilinear_lens.training.checkpoint import Counter, load_checkpoint, save_checkpoint
 from bilinear_lens.training.losses import lm_loss, validation_loss
 from bilinear_lens.training.optim import adamw
-from bilinear_lens.training.parallel import Processes
+from bilinear_lens.training.parallel import Processes, quiet_moves
 from bilinear_lens.training.progress import progress_bar
 from bilinear_lens.training.config import LoopConfig, OptimConfig
 from bilinear_lens.training.schedule import LRSchedule, resolved_warmup
@@ -84,10 +84,7 @@ def steps_for_tokens(tokens: int, sequences_per_step: int, n_ctx: int) -> int:
 def to_device(module: nn.Module, device: torch.device) -> nn.Module:
     """``module.to(device)`` unless it is there already (HookedTransformer prints each move)."""
     if any(p.device != torch.device(device) for p in module.parameters()):
-        import contextlib
-        import io
-
-        with contextlib.redirect_stdout(io.StringIO()):
+        with quiet_moves():
             module.to(device)
     return module
 

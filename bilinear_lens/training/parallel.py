@@ -28,7 +28,12 @@ from typing import Any, Callable, ContextManager, Dict, Iterator, Optional, Sequ
 import torch
 from torch import nn
 
-__all__ = ["Processes", "SharedRun", "make_accelerator", "on_main"]
+__all__ = ["Processes", "SharedRun", "make_accelerator", "on_main", "quiet_moves"]
+
+
+def quiet_moves() -> ContextManager[Any]:
+    """Silence stdout while modules move between devices (``HookedTransformer.to`` prints every move)."""
+    return contextlib.redirect_stdout(io.StringIO())
 
 
 def make_accelerator(mixed_precision: str) -> Any:
@@ -130,7 +135,7 @@ class Processes:
                 shard_model(teacher, inference=True)
             return model, model, make_optimizer(model)
         opt = make_optimizer(model)
-        with contextlib.redirect_stdout(io.StringIO()):  # HookedTransformer.to prints every move
+        with quiet_moves():
             wrapped, opt = self.acc.prepare(model, opt)
         return wrapped, self.acc.unwrap_model(wrapped), opt
 
