@@ -117,16 +117,15 @@ def run_study(cfg: StudyConfig) -> Dict[str, Any]:
     """Train, decompose, draw and report into the run folder ``cfg.out`` (module docstring).
     Returns the metrics written (or, for a finished run with ``resume``, the ones recorded)."""
     cfg = cfg.resolved()
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
-    t_start = time.perf_counter()
-    split = _subset(load_data(cfg.data, cfg.dataset), cfg.n_train, cfg.n_test)  # before any folder exists
-    with open_run(cfg.run.out, "mnist", cfg.identity(), resume=cfg.run.resume, overwrite=cfg.run.overwrite,
-                  owned=OWNED, inputs=[cfg.data]) as run:
-        if run.finished:
-            return _finished_metrics(run)
-        metrics = _study(run, cfg, split, t_start)
-        run.finish()
+    with cfg.run.torch_threads():
+        t_start = time.perf_counter()
+        split = _subset(load_data(cfg.data, cfg.dataset), cfg.n_train, cfg.n_test)  # before any folder exists
+        with open_run(cfg.run.out, "mnist", cfg.identity(), resume=cfg.run.resume, overwrite=cfg.run.overwrite,
+                      owned=OWNED, inputs=[cfg.data]) as run:
+            if run.finished:
+                return _finished_metrics(run)
+            metrics = _study(run, cfg, split, t_start)
+            run.finish()
     return metrics
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Tuple
+from typing import Any, Callable, Tuple
 
 from bilinear_lens.config import add_arguments, from_args
 from bilinear_lens.runs import check_out_path
@@ -21,25 +21,30 @@ from bilinear_lens.sae.config import CompareCommand, TrainSAECommand
 __all__ = ["add_commands"]
 
 
-def _start(cfg: Any) -> Tuple[Any, Any]:
-    """What both commands do first: every option checked, ``--out`` checked, threads set, then the model
-    loaded. Returns ``(model, tokenizer)``."""
-    import torch
+def _command(cls: type, body: Callable[[Any], int]) -> Callable[[argparse.Namespace], int]:
+    """The command's function: its settings from the flags, every option checked, then ``body(settings)``
+    under ``--threads``."""
+    def run(args: argparse.Namespace) -> int:
+        cfg = from_args(cls, args).check()
+        with cfg.run.torch_threads():
+            return body(cfg)
 
+    return run
+
+
+def _start(cfg: Any) -> Tuple[Any, Any]:
+    """What both commands do first (after the options): ``--out`` checked, then the model loaded.
+    Returns ``(model, tokenizer)``."""
     from bilinear_lens.loading import load_model_and_tokenizer
 
-    cfg.check()
     check_out_path(cfg.run.out)
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
     return load_model_and_tokenizer(cfg.model)
 
 
-def _train_sae(args: argparse.Namespace) -> int:
+def _train_sae(cfg: TrainSAECommand) -> int:
     from bilinear_lens.sae.train import train_sae
     from bilinear_lens.text.tokens import text_blocks
 
-    cfg = from_args(TrainSAECommand, args)
     model, tokenizer = _start(cfg)
     sae = cfg.sae
     sae.check_layer(model.cfg.n_layers)
@@ -57,7 +62,7 @@ def _train_sae(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compare(args: argparse.Namespace) -> int:
+def _compare(cfg: CompareCommand) -> int:
     from sae_lens import SAE
 
     from bilinear_lens.runs import check_int
@@ -66,7 +71,6 @@ def _compare(args: argparse.Namespace) -> int:
     from bilinear_lens.sae.pipeline import run_compare, sae_info
     from bilinear_lens.text.tokens import text_blocks
 
-    cfg = from_args(CompareCommand, args)
     model, tokenizer = _start(cfg)
     check_int("--layer", cfg.compare.layer, 0, model.cfg.n_layers - 1)
     ident = model_identity(model)
@@ -90,15 +94,19 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+TRAIN_SAE = _command(TrainSAECommand, _train_sae)
+COMPARE = _command(CompareCommand, _compare)
+
+
 def add_commands(sub: Any) -> None:
     """Add ``train-sae`` and ``compare`` to the ``bilinear-lens`` subcommands."""
     p = sub.add_parser("train-sae", help="train a SAELens SAE on a bilinear layer's MLP input or output",
                        description="Train a SAELens SAE (offline) on blocks.L.mlp.hook_in (--hook in) or "
                                    "blocks.L.hook_mlp_out (--hook out); writes SAELens' format + evals.json.")
     add_arguments(p, TrainSAECommand)
-    p.set_defaults(func=_train_sae)
+    p.set_defaults(func=TRAIN_SAE)
     c = sub.add_parser("compare", help="eigenvectors vs SAE features: metrics.json + index.html",
                        description="Compare the weight-based decomposition of layer L with SAEs on its MLP "
                                    "input and output; writes metrics.json, index.html and figures.")
     add_arguments(c, CompareCommand)
-    c.set_defaults(func=_compare)
+    c.set_defaults(func=COMPARE)

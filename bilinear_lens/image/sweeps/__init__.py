@@ -12,8 +12,6 @@ import json
 import time
 from typing import Any, Dict, Optional
 
-import torch
-
 from bilinear_lens.image.sweeps import adversarial, regularisation, sizes
 from bilinear_lens.image.config import SweepOptions
 from bilinear_lens.image.sweeps.common import Recipe, best_match_cosine, effective_rank, identity_of, load_split
@@ -37,8 +35,12 @@ def run_sweep(name: str, options: SweepOptions, recipe: Optional[Recipe] = None,
     settings = {**default_settings, **(settings or {})}
     out = options.run.out or f"mnist-sweep-{name}" + ("-quick" if options.quick else "")
     options = options.updated(out=out).check()
-    if options.run.threads:
-        torch.set_num_threads(options.run.threads)
+    with options.run.torch_threads():
+        return _run(name, module, recipe, settings, options, out)
+
+
+def _run(name: str, module: Any, recipe: Any, settings: Dict[str, Any], options: SweepOptions,
+         out: str) -> Dict[str, Any]:
     identity = identity_of(name, recipe, settings, options.data)
     with open_run(out, kind=f"mnist-sweep-{name}", identity=identity, resume=options.run.resume,
                   overwrite=options.run.overwrite, owned=OWNED, inputs=[options.data]) as run:
