@@ -63,6 +63,16 @@ def _load_bridge(src: str, device: str) -> Tuple[Any, Any]:
     return model, model.tokenizer
 
 
+def _check_layer(model: Any, src: str, layer: int) -> None:
+    """A layer out of range, or a model whose layer is not bilinear, as a one-line error naming the flags."""
+    from bilinear_lens.decomposition.weights import bilinear_layer
+
+    try:
+        bilinear_layer(model, layer)
+    except (IndexError, TypeError) as err:
+        raise ValueError(f"--model {src} --layer {layer}: {err}") from None
+
+
 def _run(args: argparse.Namespace) -> int:
     from bilinear_lens.atlas.build import build_atlas
     from bilinear_lens.atlas.config import AtlasCommand
@@ -82,6 +92,7 @@ def _run(args: argparse.Namespace) -> int:
         sae_lens_sae("--directions sae:DIR" if atlas_cfg.directions.startswith("sae:") else "--sae-in")
     with cfg.run.torch_threads():
         model, tokenizer = load_source(cfg.model, atlas_cfg.device)
+        _check_layer(model, cfg.model, cfg.layer)
         atlas = build_atlas(model, cfg.layer, cfg.run.out, tokenizer=tokenizer, resume=cfg.run.resume,
                             overwrite=cfg.run.overwrite, progress=cfg.run.progress, source=cfg.model,
                             **atlas_cfg.to_dict())

@@ -236,6 +236,11 @@ def test_two_processes_give_the_same_atlas(setup, reference_run):
     assert len(a) == 7 and all(store.tensors_equal(x, y) for x, y in zip(a, b)) and ja == jb
 
 
+def _error_lines(capsys) -> list:
+    return [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines()
+            if "error" in line.lower() or "Traceback" in line]
+
+
 def test_bad_inputs_are_one_line_errors(setup, capsys):
     root = setup[0]
     assert main(["atlas", "--model", str(root / "model"), "--layer", "1", "--out", str(root / "bad"),
@@ -246,6 +251,19 @@ def test_bad_inputs_are_one_line_errors(setup, capsys):
     assert main(["atlas", "--model", str(root / "model"), "--layer", "1", "--out", str(root / "bad"),
                  "--directions", "diff:w5,zz zz", "--no-progress"]) == 1
     assert "not one" in capsys.readouterr().err
+    for layer, why in (("2", "layer 2 is out of range: the model has 2 layers"), ("-3", "--layer must be >= 0, got -3")):
+        assert main(["atlas", "--model", str(root / "model"), "--layer", layer, "--out", str(root / "bad"),
+                     "--no-progress"]) == 1
+        errors = _error_lines(capsys)  # (the model loads first: transformers' loading bars come before)
+        assert len(errors) == 1 and why in errors[0] and not (root / "bad").exists()
+    from tests.conftest import make_llama_dir
+
+    swiglu = root / "swiglu"
+    make_llama_dir(swiglu, hidden_act="silu", vocab=97)
+    assert main(["atlas", "--model", str(swiglu), "--layer", "1", "--out", str(root / "bad"), "--no-progress"]) == 1
+    errors = _error_lines(capsys)
+    assert len(errors) == 1 and "(SwiGLU), not a bilinear MLP" in errors[0] and "bilinear-lens convert" in errors[0]
+    assert not (root / "bad").exists()
     tokens = root / "toks.txt"
     tokens.write_text("w5\n#7\n", encoding="utf-8")
     assert main(["atlas", "--model", str(root / "model"), "--layer", "1", "--out", str(root / "toks"),
