@@ -213,7 +213,13 @@ def train_sae(
     cfg.check()
     cfg.check_layer(model.cfg.n_layers)
     if cfg.hook_name not in model.hook_dict:
-        raise RunError(f"the model has no hook {cfg.hook_name!r}.")
+        why = ""
+        if cfg.hook == "in":  # only bilinear layers have hook_in
+            from bilinear_lens.decomposition.weights import mlp_layers, not_bilinear_message
+
+            why = f": {not_bilinear_message(mlp_layers(model)[cfg.layer], model, cfg.layer)} Or train on the " \
+                  "layer's output (--hook out)"
+        raise RunError(f"the model has no hook {cfg.hook_name!r}{why}.")
     check_tokens(tokens, cfg.context_size)
     eval_tokens = tokens if eval_tokens is None else eval_tokens
     check_tokens(eval_tokens, cfg.context_size, "eval_tokens")

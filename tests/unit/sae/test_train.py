@@ -38,6 +38,17 @@ def test_bad_settings_rejected_before_writing(tiny_bilinear, tmp_path, kw, messa
     assert not (tmp_path / "sae").exists()
 
 
+def test_hook_in_of_a_swiglu_model_names_the_fix(tmp_path):
+    from tests.unit.convert.test_swap import tiny_swiglu
+
+    model = tiny_swiglu()
+    tokens = torch.randint(0, model.cfg.d_vocab, (32, 16))
+    with pytest.raises(ValueError, match=r"no hook 'blocks\.1\.mlp\.hook_in': layer 1 is a GatedMLP .*\(SwiGLU\).*"
+                                         r"bilinear-lens convert.*--hook out"):
+        train_sae(model, tokens, tmp_path / "sae", small_cfg(hook="in"))
+    assert not (tmp_path / "sae").exists()
+
+
 def test_killed_run_resumes_bit_identically(tiny_bilinear, tmp_path):
     from safetensors.torch import load_file
     from sae_lens import SAE
