@@ -16,7 +16,7 @@ import torch
 
 from bilinear_lens.cli import main
 from bilinear_lens.runs import RunFolder
-from tests.run_commands import COMMANDS_BY_NAME, build_inputs, error_lines
+from tests.run_commands import COMMANDS_BY_NAME, error_lines
 
 LEGACY = ("state.pt", "counter.pt", "custom_checkpoint_0.pkl", "optimizer.bin", "random_states_0.pkl",
           "trainer_state.pt", "pytorch_model.bin", "scheduler.bin", ".metadata")
@@ -35,11 +35,6 @@ class _Plant:
 
 def payload(marker: Path) -> bytes:
     return pickle.dumps(_Plant(marker))
-
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    return build_inputs(tmp_path_factory.mktemp("inputs"))
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bilinear_lens.cli import main
-from tests.run_commands import COMMANDS_BY_NAME, build_inputs, error_lines
+from tests.run_commands import COMMANDS_BY_NAME, error_lines
 
 BAD = {
     "train-lm": [("--d-model", "0"), ("--n-layers", "0"), ("--n-heads", "0"), ("--n-heads", "3"), ("--d-mlp", "0"),
@@ -29,11 +29,6 @@ BAD = {
                 ("--ks", "0"), ("--ks", "1,x"), ("--feature", "-1"), ("--n-show", "0"), ("--threads", "-1")],
 }
 CASES = [(cmd, opt, value) for cmd, rows in BAD.items() for opt, value in rows]
-
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    return build_inputs(tmp_path_factory.mktemp("inputs"))
 
 
 def with_option(argv, option, value):

@@ -21,12 +21,7 @@ import pytest
 
 from bilinear_lens.cli import main
 from bilinear_lens.runs import RunFolder
-from tests.run_commands import COMMANDS, build_inputs, error_lines, snapshot
-
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    return build_inputs(tmp_path_factory.mktemp("inputs"))
+from tests.run_commands import COMMANDS, error_lines, snapshot
 
 
 @pytest.fixture(scope="module")

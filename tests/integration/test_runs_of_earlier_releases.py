@@ -10,7 +10,7 @@ import pytest
 
 from bilinear_lens.cli import main
 from bilinear_lens.runs import RunError, open_run
-from tests.run_commands import COMMANDS_BY_NAME, build_inputs, error_lines
+from tests.run_commands import COMMANDS_BY_NAME, error_lines
 
 # run.json as the previous release wrote it (format run/1, no version; flat settings)
 OLD = {
@@ -20,11 +20,6 @@ OLD = {
                  "grad_clip": 1.0, "batch_size": 4, "max_tokens": 384, "epochs": None, "seed": 0},
     "conversion": {"model": "m", "data": "d", "tokens": 192, "mode": "bilinear", "distill": 0.0, "lr": 0.001},
 }
-
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    return build_inputs(tmp_path_factory.mktemp("inputs"))
 
 
 def files(folder):
